@@ -1,0 +1,3 @@
+"""bertjax: a JAX/Flax codebase for pretraining and studying BERT-style encoders."""
+
+__version__ = "0.1.0"

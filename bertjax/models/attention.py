@@ -1,0 +1,76 @@
+"""Scaled dot-product attention: an einsum reference path and jax.nn.dot_product_attention.
+
+Shapes follow jax.nn.dot_product_attention: q, k, v are [batch, length, heads, head_dim];
+`key_mask` is [batch, length] (True/1 = a real token, False/0 = padding).
+
+Implementations:
+  'einsum' - plain einsums, float32 softmax, attention-probability dropout (BERT's recipe).
+  'xla'    - jax.nn.dot_product_attention(implementation='xla').
+  'cudnn'  - jax.nn.dot_product_attention(implementation='cudnn'): the fused GPU kernel.
+The fused paths have no attention-probability dropout, so they require it to be off.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+
+
+def check_implementation(impl: str, attention_dropout_rate: float) -> None:
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"attention_impl={impl!r} is not known; expected one of {IMPLEMENTATIONS}")
+    if impl != "einsum" and attention_dropout_rate > 0:
+        raise ValueError(
+            f"attention_impl={impl!r} has no attention-probability dropout, but "
+            f"attention_dropout_rate={attention_dropout_rate}; set "
+            "model.attention_dropout_rate=0.0 or use attention_impl='einsum'")
+
+
+def attention_bias_mask(key_mask: jax.Array) -> jax.Array:
+    """[batch, keys] padding mask -> boolean [batch, 1, 1, keys], broadcastable to logits."""
+    return key_mask.astype(bool)[:, None, None, :]
+
+
+def dot_product_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    key_mask: jax.Array,
+    *,
+    implementation: str = "einsum",
+    dropout_rate: float = 0.0,
+    dropout_rng: jax.Array | None = None,
+    deterministic: bool = True,
+) -> jax.Array:
+    """Multi-head attention over keys where key_mask is true; returns [batch, length, heads, dim]."""
+    use_dropout = dropout_rate > 0.0 and not deterministic
+    if implementation == "einsum":
+        return _einsum_attention(q, k, v, key_mask, dropout_rate if use_dropout else 0.0,
+                                 dropout_rng)
+    check_implementation(implementation, dropout_rate if use_dropout else 0.0)
+    if implementation == "cudnn":
+        # BERT batches are right-padded, so lengths describe the mask exactly and let cuDNN
+        # skip padded blocks. A fully padded row gets length 1 (its output is never used).
+        lengths = jnp.maximum(key_mask.astype(jnp.int32).sum(-1), 1)
+        return jax.nn.dot_product_attention(
+            q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+            implementation="cudnn")
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=attention_bias_mask(key_mask), implementation="xla")
+
+
+def _einsum_attention(q, k, v, key_mask, dropout_rate, dropout_rng):
+    depth = q.shape[-1]
+    q = q / jnp.sqrt(depth).astype(q.dtype)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    # where() rather than adding -inf: a fully padded row becomes uniform, never NaN.
+    logits = jnp.where(attention_bias_mask(key_mask), logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if dropout_rate > 0.0:
+        if dropout_rng is None:
+            raise ValueError("attention dropout needs a dropout_rng")
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)

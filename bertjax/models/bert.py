@@ -1,0 +1,395 @@
+"""BERT in Flax Linen: embeddings, encoder, pooler, pretraining and GLUE heads.
+
+Parameter names follow the original BERT checkpoint layout (bert/embeddings/word_embeddings,
+bert/encoder/layer_N/attention/self/query, cls/predictions/transform/dense, ...) so that
+converting to and from Google/Hugging Face checkpoints is a table of renames and transposes.
+Kernels are stored [in, out] as in the TensorFlow checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bertjax.models import attention
+
+# name: (layers, hidden, heads). Devlin et al. 2019 (base, large) and Turc et al. 2019 (the rest).
+SIZES = {
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),
+    "large": (24, 1024, 16),
+}
+POSITION_EMBEDDINGS = ("sinusoidal", "learned")
+ACTIVATIONS = ("gelu", "gelu_tanh")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    position_embedding: str = "sinusoidal"   # 'sinusoidal' (default) | 'learned' (original BERT)
+    hidden_act: str = "gelu"                 # 'gelu' (exact, erf) | 'gelu_tanh'
+    pre_layer_norm: bool = False             # False: post-LN as in BERT
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    initializer_range: float = 0.02
+    attention_impl: str = "einsum"           # 'einsum' | 'xla' | 'cudnn'
+    dtype: str = "float32"                   # compute dtype
+    param_dtype: str = "float32"
+    remat: bool = False                      # rematerialise each layer in the backward pass
+    scan_layers: bool = False                # nn.scan over layers (fast compile for deep models)
+    size: str = ""                           # the size name this came from (a label only)
+
+    def __post_init__(self):
+        def bad(key, value, expected):
+            raise ValueError(f"model.{key}={value!r}: expected {expected}")
+
+        for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                    "max_position_embeddings", "type_vocab_size"):
+            if int(getattr(self, key)) < 1:
+                bad(key, getattr(self, key), "a positive integer")
+        if self.hidden_size % self.num_heads:
+            bad("hidden_size", self.hidden_size,
+                f"a multiple of num_heads={self.num_heads} (head_dim must be an integer)")
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            bad("position_embedding", self.position_embedding, f"one of {POSITION_EMBEDDINGS}")
+        if self.hidden_act not in ACTIVATIONS:
+            bad("hidden_act", self.hidden_act, f"one of {ACTIVATIONS}")
+        for key in ("dtype", "param_dtype"):
+            if getattr(self, key) not in DTYPES:
+                bad(key, getattr(self, key), f"one of {DTYPES}")
+        for key in ("hidden_dropout_rate", "attention_dropout_rate"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                bad(key, getattr(self, key), "a probability in [0, 1)")
+        attention.check_implementation(self.attention_impl, self.attention_dropout_rate)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def model_config(size: str, **overrides) -> dict:
+    """The full model config (a plain dict of BertConfig fields) for a named size."""
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; expected one of {list(SIZES)}")
+    layers, hidden, heads = SIZES[size]
+    d = BertConfig(num_layers=layers, hidden_size=hidden, num_heads=heads,
+                   intermediate_size=4 * hidden, size=size).to_dict()
+    d.update(overrides)
+    return BertConfig.from_dict(d).to_dict()
+
+
+def check_token_ids(ids: np.ndarray, vocab_size: int, where: str = "input_ids") -> None:
+    """Host-side check at the data boundary (inside jit an out-of-range id is silently clamped)."""
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        bad = ids[(ids < 0) | (ids >= vocab_size)]
+        raise ValueError(
+            f"{where} holds token ids outside the vocabulary [0, {vocab_size}): e.g. "
+            f"{bad[:5].tolist()} ({bad.size} in all). The tokenizer and model.vocab_size disagree.")
+
+
+def sinusoidal_positions(num_positions: int, dim: int) -> np.ndarray:
+    """Vaswani et al. 2017: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(same)."""
+    pos = np.arange(num_positions, dtype=np.float64)[:, None]
+    inv_freq = 1.0 / (10000.0 ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    table = np.zeros((num_positions, dim), dtype=np.float64)
+    table[:, 0::2] = np.sin(pos * inv_freq)
+    table[:, 1::2] = np.cos(pos * inv_freq[: dim // 2])
+    return table.astype(np.float32)
+
+
+def _dtype(name: str):
+    return jnp.dtype(name)
+
+
+def _dense(c: BertConfig, features: int, name: str) -> nn.Dense:
+    return nn.Dense(features, dtype=_dtype(c.dtype), param_dtype=_dtype(c.param_dtype),
+                    kernel_init=nn.initializers.truncated_normal(c.initializer_range), name=name)
+
+
+def _layer_norm(c: BertConfig, name: str = "LayerNorm") -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=_dtype(c.dtype),
+                        param_dtype=_dtype(c.param_dtype), name=name)
+
+
+def _activation(c: BertConfig):
+    return lambda x: nn.gelu(x, approximate=(c.hidden_act == "gelu_tanh"))
+
+
+class Embeddings(nn.Module):
+    config: BertConfig
+
+    def setup(self):
+        c = self.config
+        init = nn.initializers.truncated_normal(c.initializer_range)
+        embed = lambda n, name: nn.Embed(n, c.hidden_size, dtype=_dtype(c.dtype),  # noqa: E731
+                                         param_dtype=_dtype(c.param_dtype),
+                                         embedding_init=init, name=name)
+        self.word_embeddings = embed(c.vocab_size, "word_embeddings")
+        if c.position_embedding == "learned":
+            self.position_embeddings = embed(c.max_position_embeddings, "position_embeddings")
+        self.token_type_embeddings = embed(c.type_vocab_size, "token_type_embeddings")
+        self.LayerNorm = _layer_norm(c)
+        self.dropout = nn.Dropout(c.hidden_dropout_rate)
+
+    def __call__(self, input_ids, segment_ids, deterministic: bool):
+        c = self.config
+        length = input_ids.shape[1]
+        if length > c.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {length} exceeds model.max_position_embeddings="
+                f"{c.max_position_embeddings}")
+        x = self.word_embeddings(input_ids)
+        if c.position_embedding == "learned":
+            x = x + self.position_embeddings(jnp.arange(length))[None]
+        else:
+            table = sinusoidal_positions(c.max_position_embeddings, c.hidden_size)[:length]
+            x = x + jnp.asarray(table, x.dtype)[None]
+        x = x + self.token_type_embeddings(segment_ids)
+        return self.dropout(self.LayerNorm(x), deterministic=deterministic)
+
+    def word_embedding_table(self) -> jax.Array:
+        return self.word_embeddings.embedding
+
+
+class SelfAttention(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x, key_mask, deterministic: bool):
+        c = self.config
+        b, t, _ = x.shape
+        split = lambda y: y.reshape(b, t, c.num_heads, c.head_dim)  # noqa: E731
+        q = split(_dense(c, c.hidden_size, "query")(x))
+        k = split(_dense(c, c.hidden_size, "key")(x))
+        v = split(_dense(c, c.hidden_size, "value")(x))
+        use_dropout = c.attention_dropout_rate > 0 and not deterministic
+        ctx = attention.dot_product_attention(
+            q, k, v, key_mask, implementation=c.attention_impl,
+            dropout_rate=c.attention_dropout_rate, deterministic=deterministic,
+            dropout_rng=self.make_rng("dropout") if use_dropout else None)
+        return ctx.reshape(b, t, c.hidden_size)
+
+
+class Attention(nn.Module):
+    """attention/self (the heads) and attention/output (projection + residual + LayerNorm)."""
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x, key_mask, deterministic: bool):
+        c = self.config
+        out = _Output(c, name="output")
+        h = out.norm(x) if c.pre_layer_norm else x
+        h = SelfAttention(c, name="self")(h, key_mask, deterministic)
+        return out(h, x, nn.Dropout(c.hidden_dropout_rate), deterministic)
+
+
+class _Output(nn.Module):
+    """dense -> dropout -> residual -> LayerNorm (post-LN); with pre-LN, the norm moves first."""
+    config: BertConfig
+
+    def setup(self):
+        self.dense = _dense(self.config, self.config.hidden_size, "dense")
+        self.LayerNorm = _layer_norm(self.config)
+
+    def norm(self, x):
+        return self.LayerNorm(x)
+
+    def __call__(self, h, residual, dropout: nn.Dropout, deterministic: bool):
+        h = dropout(self.dense(h), deterministic=deterministic)
+        if self.config.pre_layer_norm:
+            return residual + h
+        return self.LayerNorm(residual + h)
+
+
+class Layer(nn.Module):
+    """One Transformer encoder layer: attention, then the feed-forward block."""
+    config: BertConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x, key_mask):
+        c = self.config
+        x = Attention(c, name="attention")(x, key_mask, self.deterministic)
+        out = _Output(c, name="output")
+        h = out.norm(x) if c.pre_layer_norm else x
+        h = _Intermediate(c, name="intermediate")(h)
+        return out(h, x, nn.Dropout(c.hidden_dropout_rate), self.deterministic)
+
+
+class _Intermediate(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, h):
+        c = self.config
+        return _activation(c)(_dense(c, c.intermediate_size, "dense")(h))
+
+
+def _scan_body(layer, x, key_mask):
+    x = layer(x, key_mask)
+    return x, x
+
+
+def _layer_class(c: BertConfig):
+    return nn.remat(Layer) if c.remat else Layer
+
+
+class Encoder(nn.Module):
+    """N layers. Returns the last hidden state and, stacked, the output of every layer."""
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x, key_mask, deterministic: bool):
+        c = self.config
+        if c.scan_layers:
+            # Parameters stacked on a leading [num_layers] axis under encoder/layer.
+            scan = nn.scan(_scan_body, variable_axes={"params": 0},
+                           split_rngs={"params": True, "dropout": True},
+                           in_axes=nn.broadcast, length=c.num_layers)
+            x, per_layer = scan(_layer_class(c)(c, deterministic, name="layer"), x, key_mask)
+        else:
+            outs = []
+            for i in range(c.num_layers):
+                x = _layer_class(c)(c, deterministic, name=f"layer_{i}")(x, key_mask)
+                outs.append(x)
+            per_layer = jnp.stack(outs)
+        if c.pre_layer_norm:
+            x = _layer_norm(c)(x)
+        return x, per_layer
+
+
+class Pooler(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, sequence_output):
+        return jnp.tanh(_dense(self.config, self.config.hidden_size, "dense")(
+            sequence_output[:, 0]))
+
+
+class BertModel(nn.Module):
+    """Embeddings + encoder + pooler. Returns (sequence_output, pooled_output), and with
+    return_intermediates=True also {'hidden_states': [num_layers + 1, batch, length, hidden]}
+    (the embedding output first), for feature-based transfer and probing."""
+    config: BertConfig
+
+    def setup(self):
+        self.embeddings = Embeddings(self.config)
+        self.encoder = Encoder(self.config)
+        self.pooler = Pooler(self.config)
+
+    def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True,
+                 return_intermediates: bool = False):
+        x = self.embeddings(input_ids, segment_ids, deterministic)
+        emb = x
+        x, per_layer = self.encoder(x, input_mask, deterministic)
+        pooled = self.pooler(x)
+        if return_intermediates:
+            return x, pooled, {"hidden_states": jnp.concatenate([emb[None], per_layer])}
+        return x, pooled
+
+    def word_embedding_table(self) -> jax.Array:
+        return self.embeddings.word_embedding_table()
+
+
+class MlmHead(nn.Module):
+    """cls/predictions: transform (dense, GELU, LayerNorm), then the tied output embedding.
+
+    Evaluated only at `masked_positions` [batch, max_predictions], never at every token.
+    Logits are float32: [batch, max_predictions, vocab]."""
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, sequence_output, masked_positions, embedding_table):
+        c = self.config
+        h = jnp.take_along_axis(sequence_output, masked_positions[..., None].astype(jnp.int32),
+                                axis=1)
+        h = _Transform(c, name="transform")(h)
+        bias = self.param("output_bias", nn.initializers.zeros, (c.vocab_size,),
+                          _dtype(c.param_dtype))
+        logits = jnp.einsum("bph,vh->bpv", h, embedding_table.astype(h.dtype),
+                            preferred_element_type=jnp.float32)
+        return logits + bias.astype(jnp.float32)
+
+
+class _Transform(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, h):
+        c = self.config
+        return _layer_norm(c)(_activation(c)(_dense(c, c.hidden_size, "dense")(h)))
+
+
+class PreTrainingHeads(nn.Module):
+    """cls/predictions (MLM) and cls/seq_relationship (NSP, 2-way on the pooled output)."""
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, sequence_output, pooled_output, masked_positions, embedding_table):
+        mlm = MlmHead(self.config, name="predictions")(
+            sequence_output, masked_positions, embedding_table)
+        nsp = _dense(self.config, 2, "seq_relationship")(pooled_output).astype(jnp.float32)
+        return mlm, nsp
+
+
+class BertForPreTraining(nn.Module):
+    """BERT with MLM and NSP heads. Returns (mlm_logits [B, P, V], nsp_logits [B, 2]), float32."""
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, input_ids, segment_ids, input_mask, masked_positions,
+                 deterministic: bool = True):
+        bert = BertModel(self.config, name="bert")
+        seq, pooled = bert(input_ids, segment_ids, input_mask, deterministic)
+        return PreTrainingHeads(self.config, name="cls")(
+            seq, pooled, masked_positions, bert.word_embedding_table())
+
+
+class BertForSequenceClassification(nn.Module):
+    """GLUE head: dropout + dense on the pooled output. num_labels=1 is regression (STS-B).
+
+    Returns float32 logits [batch, num_labels] (or [batch] for regression)."""
+    config: BertConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True):
+        _, pooled = BertModel(self.config, name="bert")(
+            input_ids, segment_ids, input_mask, deterministic)
+        pooled = nn.Dropout(self.config.hidden_dropout_rate)(pooled, deterministic=deterministic)
+        logits = _dense(self.config, self.num_labels, "classifier")(pooled).astype(jnp.float32)
+        return logits[:, 0] if self.num_labels == 1 else logits
+
+
+def param_count(params) -> int:
+    return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,120 @@
+"""Pretraining configs: `--config configs/pretrain.py:<variant>`.
+
+Variants: a model size (tiny, mini, small, medium, base, large), optionally followed by
+comma-separated presets, e.g. `base,gpu` or `large,bert_recipe,tpu`. `tiny` alone is the
+CPU smoke/demo run on the built-in default corpus.
+
+Every field can be overridden on the command line: `--config.train.batch_size=64`.
+"""
+import ml_collections
+
+from bertjax.models import bert
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+    size, *presets = [a.strip() for a in (arg or "tiny").split(",")]
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # --- Model: every field of bert.BertConfig, shapes from the size table.
+    c.model = ml_collections.ConfigDict(bert.model_config(size))
+
+    # --- Data: corpus -> tokenized documents (prepared once) -> NSP pairs + dynamic masking.
+    c.data = ml_collections.ConfigDict()
+    c.data.corpus = "default"          # 'default' (offline, built in) | path/glob | 'tfds:NAME[/CONFIG]'
+    c.data.corpus_format = "auto"      # 'auto' | 'bert' | 'wikiextractor' | 'files' (one doc per file)
+    c.data.tokenizer = "tokenizers/enwiki_30522_unigram.model"
+    c.data.prepared_dir = ""           # '' -> <workdir>/prepared
+    c.data.eval_fraction = 0.01        # documents held out for evaluation (by hash of index)
+    c.data.max_seq_len = 128
+    c.data.short_seq_prob = 0.1
+    c.data.nsp = True                  # False -> MLM-only on contiguous text (RoBERTa-style)
+    c.data.mask_rate = 0.15
+    c.data.mask_token_prob = 0.8       # of the selected tokens: replaced by [MASK]
+    c.data.random_token_prob = 0.1     # ... by a random non-special token; the rest stay unchanged
+    c.data.max_predictions_per_seq = 20
+    c.data.whole_word_mask = False
+    c.data.num_workers = 0             # grain worker processes per host (0 = in-process)
+    c.data.prefetch = 2                # batches prefetched to devices
+
+    # --- Optimisation.
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adamw"             # sgd | momentum | adagrad | adam | adamw | lamb
+    c.optim.learning_rate = 1e-4
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-6
+    c.optim.weight_decay = 0.01        # not applied to LayerNorm parameters and biases
+    c.optim.momentum = 0.9             # sgd momentum
+    c.optim.grad_clip_norm = 1.0       # 0 disables
+    c.optim.schedule = "warmup_linear_decay"  # | warmup_cosine_decay | warmup_constant | constant
+    c.optim.warmup_steps = 10_000
+
+    # --- Training loop.
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 256           # global, over all devices and hosts
+    c.train.grad_accum_steps = 1
+    c.train.steps = 1_000_000
+    c.train.log_every = 100
+    c.train.eval_every = 10_000
+    c.train.eval_steps = 50
+    c.train.checkpoint_every = 10_000
+    c.train.keep_checkpoints = 3
+    c.train.async_checkpointing = True
+    # Two-phase recipe (BERT): after `phase2_start` steps switch to phase2_* seq length/batch.
+    c.train.phase2_start = -1          # -1 = single phase
+    c.train.phase2_max_seq_len = 512
+    c.train.phase2_max_predictions_per_seq = 80
+
+    # --- Parallelism.
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.mode = "jit"            # 'jit' (Mesh + NamedSharding) | 'pmap'
+    c.parallel.fsdp = False            # shard params/optimizer state over the data axis (jit only)
+    c.parallel.distributed = False     # call jax.distributed.initialize() (TPU pod / GPU cluster)
+
+    for p in presets:
+        _apply_preset(c, p)
+    if size == "tiny" and not presets:
+        _apply_preset(c, "cpu_demo")
+    return c
+
+
+def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
+    if name == "cpu_demo":
+        # The README's main job: minutes on one CPU core pair, loss clearly falling.
+        c.train.batch_size = 32
+        c.train.steps = 300
+        c.train.log_every = 20
+        c.train.eval_every = 100
+        c.train.eval_steps = 5
+        c.train.checkpoint_every = 100
+        c.optim.learning_rate = 1e-3
+        c.optim.warmup_steps = 30
+    elif name == "gpu":
+        c.model.dtype = "bfloat16"
+        c.model.attention_impl = "cudnn"
+        c.model.attention_dropout_rate = 0.0  # fused kernels have no probability dropout
+        c.data.num_workers = 8
+    elif name == "tpu":
+        c.model.dtype = "bfloat16"
+        c.model.attention_impl = "xla"
+        c.model.attention_dropout_rate = 0.0
+        c.parallel.distributed = True
+        c.data.num_workers = 8
+    elif name == "bert_recipe":
+        # Devlin et al. 2019: batch 256, lr 1e-4, 10k warmup, 1M steps, 90% at 128 then 512.
+        c.train.batch_size = 256
+        c.train.steps = 1_000_000
+        c.optim.learning_rate = 1e-4
+        c.optim.warmup_steps = 10_000
+        c.train.phase2_start = 900_000
+        c.data.max_seq_len = 128
+        c.data.max_predictions_per_seq = 20
+    elif name == "position_learned":
+        c.model.position_embedding = "learned"
+    elif name == "no_nsp":
+        c.data.nsp = False
+    else:
+        raise ValueError(
+            f"Unknown preset {name!r} in configs/pretrain.py; expected one of "
+            "cpu_demo, gpu, tpu, bert_recipe, position_learned, no_nsp")

@@ -1,0 +1,45 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import log_softmax
+
+from bertjax import losses
+
+
+def test_mlm_metrics_match_numpy_and_ignore_zero_weights():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 5, 11)).astype(np.float32)
+    ids = rng.integers(0, 11, (3, 5))
+    w = np.ones((3, 5), np.float32)
+    w[:, 3:] = 0  # padding predictions
+    m = losses.mlm_metrics(jnp.asarray(logits), jnp.asarray(ids), jnp.asarray(w))
+    lp = log_softmax(logits.astype(np.float64), -1)
+    nll = -np.take_along_axis(lp, ids[..., None], -1)[..., 0]
+    assert float(m["mlm_loss"]) == pytest.approx((nll * w).sum() / w.sum(), rel=1e-5)
+    acc = ((logits.argmax(-1) == ids) * w).sum() / w.sum()
+    assert float(m["mlm_accuracy"]) == pytest.approx(acc)
+    assert float(m["mlm_count"]) == 9
+    # Changing logits at zero-weight positions changes nothing.
+    logits2 = logits.copy()
+    logits2[:, 3:] = 100.0
+    m2 = losses.mlm_metrics(jnp.asarray(logits2), jnp.asarray(ids), jnp.asarray(w))
+    assert float(m2["mlm_loss"]) == pytest.approx(float(m["mlm_loss"]), rel=1e-6)
+
+
+def test_nsp_metrics_and_glue_losses():
+    logits = jnp.array([[2.0, 0.0], [0.0, 3.0], [1.0, 1.5]])
+    labels = jnp.array([0, 1, 0])
+    m = losses.nsp_metrics(logits, labels)
+    lp = log_softmax(np.asarray(logits, np.float64), -1)
+    expected = -np.mean(lp[np.arange(3), np.asarray(labels)])
+    assert float(m["nsp_loss"]) == pytest.approx(expected, rel=1e-6)
+    assert float(m["nsp_accuracy"]) == pytest.approx(2 / 3)
+    assert float(losses.classification_loss(logits, labels)) == pytest.approx(expected, rel=1e-6)
+    assert float(losses.regression_loss(jnp.array([1.0, 2.0]), jnp.array([0.0, 4.0]))) == 2.5
+
+
+def test_losses_are_float32_for_bfloat16_logits():
+    logits = jnp.zeros((2, 3, 7), jnp.bfloat16)
+    m = losses.mlm_metrics(logits, jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 3)))
+    assert m["mlm_loss"].dtype == jnp.float32
+    assert float(m["mlm_loss"]) == pytest.approx(np.log(7), rel=1e-6)

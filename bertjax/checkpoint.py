@@ -1,0 +1,95 @@
+"""Orbax checkpoints: one layout for pretraining runs, imported models and fine-tuning inits.
+
+A checkpoint directory is an Orbax `CheckpointManager` root (`<dir>/<step>/...`) whose steps hold
+these items:
+  params      the BertForPreTraining parameter tree ({'bert': ..., 'cls': ...}), float32
+  metadata    JSON: {'model': BertConfig fields, 'tokenizer': tokenizer identity, 'config': the
+              full run config (pretraining runs), 'source': where it came from}
+  train_state optimizer state, step and RNG (pretraining runs only)
+  data_iter   the input pipeline's iterator state (pretraining runs only)
+A pretraining workdir keeps its checkpoints in `<workdir>/checkpoints`; `load_pretrained` accepts
+either that directory or the workdir itself.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from bertjax.models import bert
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def checkpoint_dir(path: str | os.PathLike) -> epath.Path:
+    """A workdir or a checkpoint root -> the checkpoint root."""
+    path = epath.Path(path)
+    if (path / CHECKPOINT_SUBDIR).is_dir():
+        return path / CHECKPOINT_SUBDIR
+    return path
+
+
+def make_manager(directory, *, max_to_keep: int | None = None, async_save: bool = False,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=async_save)
+    return ocp.CheckpointManager(epath.Path(directory), options=options)
+
+
+def save_pretrained(directory, params, model_config: bert.BertConfig | Mapping[str, Any],
+                    tokenizer: Mapping[str, Any] | None, *, step: int = 0,
+                    source: str = "") -> epath.Path:
+    """Write params + metadata as a checkpoint that `load_pretrained` and fine-tuning read.
+
+    Refuses to write into a directory that already holds checkpoints (never overwrite)."""
+    directory = epath.Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise FileExistsError(f"{directory} is not empty; refusing to overwrite it")
+    model = (model_config.to_dict() if isinstance(model_config, bert.BertConfig)
+             else bert.BertConfig.from_dict(model_config).to_dict())
+    meta = {"model": model, "tokenizer": dict(tokenizer or {}), "source": source}
+    with make_manager(directory) as mngr:
+        mngr.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params), metadata=ocp.args.JsonSave(meta)))
+        mngr.wait_until_finished()
+    return directory
+
+
+def read_metadata(path, step: int | None = None) -> tuple[dict, int]:
+    root = checkpoint_dir(path)
+    with make_manager(root, read_only=True) as mngr:
+        step = _pick_step(mngr, root, step)
+        meta = mngr.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+    return dict(meta["metadata"]), step
+
+
+def load_pretrained(path, step: int | None = None):
+    """-> (params, BertConfig, tokenizer identity dict, metadata dict). Latest step by default.
+
+    Params are restored as host (numpy-backed) arrays in their saved dtype."""
+    root = checkpoint_dir(path)
+    with make_manager(root, read_only=True) as mngr:
+        step = _pick_step(mngr, root, step)
+        restored = mngr.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
+    meta = dict(restored["metadata"])
+    if "model" not in meta:
+        raise ValueError(f"{root}/{step}: metadata has no 'model' entry; not a bertjax checkpoint")
+    cfg = bert.BertConfig.from_dict(meta["model"])
+    params = jax.tree_util.tree_map(lambda x: x, restored["params"])
+    return params, cfg, dict(meta.get("tokenizer") or {}), meta
+
+
+def _pick_step(mngr: ocp.CheckpointManager, root, step):
+    steps = mngr.all_steps()
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint found under {root}")
+    if step is None:
+        return mngr.latest_step()
+    if step not in steps:
+        raise FileNotFoundError(f"no checkpoint for step {step} under {root}; have {sorted(steps)}")
+    return step

@@ -1,0 +1,88 @@
+"""One metric writer (JSON lines + TensorBoard), model FLOPs and MFU.
+
+Only process 0 writes. JSON lines go to <workdir>/metrics.jsonl (one object per log event:
+{"step": .., "split": "train"|"eval", ...}); TensorBoard event files to <workdir>/tensorboard.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+
+# Dense bf16 peak FLOP/s per device (vendor datasheets; no sparsity).
+PEAK_BF16_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,   # SXM; PCIe is lower (756e12), matched below by "H100 PCIe"
+    "H100 PCIe": 756e12,
+    "A100": 312e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "V100": 125e12,   # fp16 tensor cores
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+}
+
+
+def peak_flops(device=None) -> float | None:
+    """Peak bf16 FLOP/s of a device from its device_kind, or None when unknown (CPU)."""
+    device = device or jax.devices()[0]
+    kind = getattr(device, "device_kind", "")
+    best = None
+    for name, flops in PEAK_BF16_FLOPS.items():
+        if name.lower() in kind.lower() and (best is None or len(name) > len(best[0])):
+            best = (name, flops)
+    return best[1] if best else None
+
+
+def pretraining_flops_per_sequence(model_cfg, seq_len: int, max_predictions: int) -> float:
+    """Training FLOPs (forward + backward = 3x forward) for one sequence.
+
+    Per token: 6 x (matmul parameters of the encoder layers) plus the attention term
+    12 x layers x seq_len x hidden (QK^T and AV). The MLM head is counted only at the
+    predicted positions: 6 x (H^2 transform + H x V output projection) per prediction.
+    Pooler + NSP: 6 x (H^2 + 2H) per sequence. Embedding lookups are not FLOPs.
+    """
+    h, ff, layers = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers
+    layer_params = 4 * h * h + 2 * h * ff
+    per_token = 6 * layers * layer_params + 12 * layers * seq_len * h
+    mlm = 6 * max_predictions * (h * h + h * model_cfg.vocab_size)
+    nsp = 6 * (h * h + 2 * h)
+    return seq_len * per_token + mlm + nsp
+
+
+class MetricWriter:
+    """JSONL + TensorBoard writer; a no-op on processes other than 0."""
+
+    def __init__(self, workdir: str, enabled: bool | None = None):
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self._jsonl = None
+        self._tb = None
+        if self.enabled:
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, split: str, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (float(v) if v is not None else None) for k, v in metrics.items()}
+        self._jsonl.write(json.dumps({"step": int(step), "split": split, "time": time.time(),
+                                      **clean}) + "\n")
+        self._jsonl.flush()
+        for k, v in clean.items():
+            if v is not None:
+                self._tb.add_scalar(f"{split}/{k}", v, int(step))
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            self._tb.close()

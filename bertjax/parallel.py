@@ -1,0 +1,165 @@
+"""Data parallelism over every device of every host, around one per-device step function.
+
+Two ways to run the same `step(state, batch, axis_name)`:
+  'jit'  (default) jax.jit over a 1-D device Mesh with axis 'data': the batch is sharded on its
+         leading axis, the state replicated or, with fsdp=True, sharded over 'data' too
+         (parameters and optimizer state split along their largest divisible axis; XLA
+         inserts the all-gathers and reduce-scatters). axis_name=None: the step sees the
+         global batch and XLA does the cross-device reduction.
+  'pmap' jax.pmap with axis 'data': each device sees its slice of the batch and the step
+         reduces gradients and metrics itself with lax.psum over axis_name='data'.
+Both give the same result as one device (tested on 8 simulated CPU devices).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import queue
+import threading
+from typing import Any, Callable, Iterator
+
+import flax.jax_utils
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "data"
+MODES = ("jit", "pmap")
+
+
+def make_mesh(devices=None) -> Mesh:
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def check_batch_divisible(global_batch: int, grad_accum: int, mode: str) -> None:
+    """Raise before compiling when the global batch cannot be split evenly."""
+    n_dev, n_proc = jax.device_count(), jax.process_count()
+    if global_batch % n_proc:
+        raise ValueError(f"train.batch_size={global_batch} is not divisible by the "
+                         f"{n_proc} processes (hosts)")
+    if global_batch % (n_dev * grad_accum):
+        raise ValueError(
+            f"train.batch_size={global_batch} must be divisible by devices x grad_accum_steps "
+            f"= {n_dev} x {grad_accum} = {n_dev * grad_accum} (parallel.mode={mode!r})")
+
+
+def _fsdp_spec(shape, n: int) -> P:
+    """Shard the largest axis divisible by n; replicate small or indivisible leaves."""
+    if not shape or math.prod(shape) < 2 ** 14:
+        return P()
+    for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+        if shape[axis] % n == 0:
+            spec = [None] * len(shape)
+            spec[axis] = AXIS
+            return P(*spec)
+    return P()
+
+
+def state_shardings(abstract_state, mesh: Mesh, fsdp: bool):
+    n = mesh.shape[AXIS]
+    return jax.tree_util.tree_map(
+        lambda x: NamedSharding(mesh, _fsdp_spec(x.shape, n) if fsdp else P()), abstract_state)
+
+
+class DataParallel:
+    """Holds the mode, mesh and compiled step; moves state and batches to the devices."""
+
+    def __init__(self, mode: str, step_fn: Callable, abstract_state, *, fsdp: bool = False,
+                 eval_fn: Callable | None = None, mesh: Mesh | None = None):
+        if mode not in MODES:
+            raise ValueError(f"parallel.mode={mode!r}: expected one of {MODES}")
+        if mode == "pmap" and fsdp:
+            raise ValueError("parallel.fsdp=True needs parallel.mode='jit'")
+        self.mode = mode
+        self.mesh = mesh or make_mesh()
+        self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
+        self.replicated = NamedSharding(self.mesh, P())
+        if mode == "jit":
+            self.state_sharding = state_shardings(abstract_state, self.mesh, fsdp)
+            self.step = jax.jit(functools.partial(step_fn, axis_name=None),
+                                in_shardings=(self.state_sharding, self.batch_sharding),
+                                out_shardings=(self.state_sharding, self.replicated),
+                                donate_argnums=(0,))
+            if eval_fn is not None:
+                self.eval = jax.jit(functools.partial(eval_fn, axis_name=None),
+                                    in_shardings=(self.state_sharding, self.batch_sharding),
+                                    out_shardings=self.replicated)
+        else:
+            local_mesh = Mesh(np.asarray(jax.local_devices()), ("local",))
+            self._pmap_batch_sharding = NamedSharding(local_mesh, P("local"))
+            self.step = jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
+                                 donate_argnums=(0,))
+            if eval_fn is not None:
+                self.eval = jax.pmap(functools.partial(eval_fn, axis_name=AXIS),
+                                     axis_name=AXIS)
+
+    # --- state ---------------------------------------------------------------------------
+    def put_state(self, state):
+        """Host or single-device state -> the layout the step expects."""
+        if self.mode == "jit":
+            return jax.device_put(state, self.state_sharding)
+        return flax.jax_utils.replicate(state)
+
+    def get_state(self, state):
+        """The state as the checkpoint holds it: one copy, unreplicated."""
+        if self.mode == "jit":
+            return state
+        return jax.tree_util.tree_map(lambda x: x[0], state)
+
+    def shardings_for_restore(self):
+        """Target shardings for Orbax restore (jit), or None to restore on one device."""
+        return self.state_sharding if self.mode == "jit" else None
+
+    # --- batches and metrics ---------------------------------------------------------------
+    def put_batch(self, host_batch: dict) -> Any:
+        """This host's numpy batch -> device arrays (a global sharded array under jit)."""
+        if self.mode == "jit":
+            return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+                    for k, v in host_batch.items()}
+        n = jax.local_device_count()
+        return {k: jax.device_put(v.reshape((n, -1) + v.shape[1:]), self._pmap_batch_sharding)
+                for k, v in host_batch.items()}
+
+    def metrics_to_host(self, metrics) -> dict:
+        metrics = jax.device_get(metrics)
+        if self.mode == "pmap":
+            metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
+        return metrics
+
+
+def prefetch(it: Iterator, put: Callable, size: int = 2) -> Iterator:
+    """Run `put(next(it))` in a background thread, `size` batches ahead.
+
+    `it` yields (item, tag); the tag travels with its batch so that the data-iterator state
+    saved in a checkpoint belongs to the last batch consumed, not the last one prefetched."""
+    if size <= 0:
+        for item, tag in it:
+            yield put(item), tag
+        return
+    q: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for item, tag in it:
+                if stop.is_set():
+                    return
+                q.put((put(item), tag))
+            q.put(done)
+        except BaseException as e:  # surface input-pipeline errors in the training loop
+            q.put(e)
+
+    thread = threading.Thread(target=worker, daemon=True, name="prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

@@ -1,0 +1,117 @@
+"""Train-step throughput on synthetic batches; prints one JSON object.
+
+    python scripts/benchmark.py --config configs/pretrain.py:mini --batch 32 --seq 128 \
+        --predictions 20 --steps 20 [--peer_python /tmp/peer/bin/python]
+
+Measures the real pretraining step (bertjax.train.train_step: MLM at masked positions + NSP,
+AdamW, dropout on) under the configured parallel mode, with compile time reported apart.
+With --peer_python, also runs ../shared/bench/peer_hf_flax_bench.py (Hugging Face's
+FlaxBertForPreTraining) with the same shapes in the same run and reports the speed ratio.
+"""
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/pretrain.py:mini", "Config.",
+                                          lock_config=True)
+_BATCH = flags.DEFINE_integer("batch", 32, "Global batch size.")
+_SEQ = flags.DEFINE_integer("seq", 128, "Sequence length.")
+_PREDS = flags.DEFINE_integer("predictions", 20, "Masked predictions per sequence.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (after 2 warm-up steps).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats; the best is reported.")
+_PEER = flags.DEFINE_string("peer_python", "", "Python of a venv with transformers==4.47.1 "
+                            "(see ../shared/bench/README.md) to run the peer benchmark.")
+_PEER_SCRIPT = flags.DEFINE_string(
+    "peer_script", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "bench",
+                                "peer_hf_flax_bench.py"), "Peer benchmark script.")
+
+
+def bench(config, batch, seq, preds, steps, repeats):
+    import jax
+    import numpy as np
+
+    from bertjax import metrics, optim, parallel, train
+    from bertjax.models import bert
+
+    model_cfg = bert.BertConfig.from_dict(config.model.to_dict())
+    model = bert.BertForPreTraining(model_cfg)
+    tx, sched = optim.make_optimizer(config.optim, 1000)
+    init = functools.partial(train.init_state, model=model, tx=tx, seq_len=seq,
+                             max_predictions=preds)
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+    dp = parallel.DataParallel(
+        config.parallel.mode,
+        functools.partial(train.train_step, model=model, tx=tx, schedule=sched,
+                          grad_accum=config.train.grad_accum_steps, use_nsp=True),
+        abstract, fsdp=config.parallel.fsdp)
+    state = dp.put_state(jax.jit(init)(jax.random.PRNGKey(0)))
+    rng = np.random.default_rng(0)
+    host = dict(
+        input_ids=rng.integers(5, model_cfg.vocab_size, (batch, seq), dtype=np.int32),
+        segment_ids=np.zeros((batch, seq), np.int32), input_mask=np.ones((batch, seq), np.int32),
+        masked_positions=np.sort(rng.choice(seq, (batch, preds)), axis=1).astype(np.int32),
+        masked_ids=rng.integers(5, model_cfg.vocab_size, (batch, preds), dtype=np.int32),
+        masked_weights=np.ones((batch, preds), np.float32),
+        nsp_label=rng.integers(0, 2, batch, dtype=np.int32))
+    b = dp.put_batch(host)
+    t0 = time.perf_counter()
+    state, out = dp.step(state, b)
+    jax.block_until_ready(out)
+    compile_s = time.perf_counter() - t0
+    state, out = dp.step(state, b)
+    jax.block_until_ready(out)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            state, out = dp.step(state, b)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / steps)
+    step_s = min(times)
+    flops = metrics.pretraining_flops_per_sequence(model_cfg, seq, preds) * batch / step_s
+    peak = metrics.peak_flops()
+    return {
+        "impl": "bertjax", "size": model_cfg.size, "mode": dp.mode, "dtype": model_cfg.dtype,
+        "attention_impl": model_cfg.attention_impl, "devices": jax.device_count(),
+        "device_kind": jax.devices()[0].device_kind, "batch": batch, "seq": seq,
+        "predictions": preds, "compile_s": round(compile_s, 3), "step_s": step_s,
+        "step_s_all_repeats": times, "seq_per_s": batch / step_s,
+        "tokens_per_s": batch * seq / step_s, "model_tflops_per_s": flops / 1e12,
+        "mfu": flops / (peak * jax.device_count()) if peak else None,
+        "final_metrics": train.summarize(dp.metrics_to_host(out)),
+    }
+
+
+def peer(python, script, cfg, batch, seq, steps):
+    cmd = [python, script, "--layers", str(cfg.num_layers), "--hidden", str(cfg.hidden_size),
+           "--heads", str(cfg.num_heads), "--seq", str(seq), "--batch", str(batch),
+           "--vocab", str(cfg.vocab_size), "--steps", str(steps)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+    del argv
+    config = _CONFIG.value
+    result = {"bertjax": bench(config, _BATCH.value, _SEQ.value, _PREDS.value, _STEPS.value,
+                               _REPEATS.value)}
+    if _PEER.value:
+        from bertjax.models import bert
+        cfg = bert.BertConfig.from_dict(config.model.to_dict())
+        runs = [peer(_PEER.value, _PEER_SCRIPT.value, cfg, _BATCH.value, _SEQ.value,
+                     _STEPS.value) for _ in range(_REPEATS.value)]
+        best = max(runs, key=lambda r: r["seq_per_s"])
+        result["peer"] = dict(best, seq_per_s_all_repeats=[r["seq_per_s"] for r in runs])
+        result["speedup_vs_peer"] = result["bertjax"]["seq_per_s"] / best["seq_per_s"]
+    print(json.dumps(result, indent=1))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -148,10 +148,12 @@ _RESUME_MUST_MATCH = ("model", "data.corpus", "data.corpus_format", "data.max_se
                       "train.batch_size", "train.grad_accum_steps", "seed")
 
 
-def _get(d: dict, dotted: str):
-    for part in dotted.split("."):
-        d = d.get(part, {}) if isinstance(d, dict) else {}
-    return d
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
 
 
 def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
@@ -180,10 +182,12 @@ def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> Non
     path = workdir / "config.json"
     if not path.exists():
         return
-    old, new = json.loads(path.read_text()), json.loads(config.to_json())
-    diffs = [k for k in _RESUME_MUST_MATCH if _get(old, k) != _get(new, k)]
+    old = _flatten(json.loads(path.read_text()))
+    new = _flatten(json.loads(config.to_json()))
+    diffs = [k for k in sorted(set(old) | set(new))
+             if k.startswith(_RESUME_MUST_MATCH) and old.get(k) != new.get(k)]
     if diffs:
-        detail = "; ".join(f"{k}: {_get(old, k)!r} -> {_get(new, k)!r}" for k in diffs)
+        detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diffs)
         raise ValueError(
             f"workdir {workdir} holds a run with a different config ({detail}). Use a new "
             "--workdir, or restore the original values; nothing was overwritten.")

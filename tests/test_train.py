@@ -1,0 +1,193 @@
+"""End-to-end pretraining on the built-in default corpus (tiny model, CPU)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bertjax import train
+from configs import pretrain
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(tmp_path_factory):
+    """Prepare the default corpus once for every test here."""
+    return str(tmp_path_factory.mktemp("prepared") / "default")
+
+
+def _config(prepared_dir, **overrides):
+    c = pretrain.get_config("tiny")
+    c.data.prepared_dir = prepared_dir
+    c.data.max_seq_len = 64
+    c.data.max_predictions_per_seq = 10
+    c.train.batch_size = 16
+    c.train.steps = 30
+    c.train.log_every = 10
+    c.train.eval_every = 30
+    c.train.eval_steps = 2
+    c.train.checkpoint_every = 15
+    c.train.async_checkpointing = False
+    c.optim.learning_rate = 2e-3
+    c.optim.warmup_steps = 5
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def _rows(workdir, split="train"):
+    path = os.path.join(workdir, "metrics.jsonl")
+    rows = [json.loads(x) for x in open(path, encoding="utf-8")]
+    return [r for r in rows if r["split"] == split and "loss" in r]
+
+
+def test_tiny_run_lowers_the_loss_and_checkpoints_everything(tmp_path, prepared_dir):
+    workdir = str(tmp_path / "run")
+    result = train.train_and_evaluate(_config(prepared_dir), workdir)
+    assert result.step == 30
+    rows = _rows(workdir)
+    assert [r["step"] for r in rows] == [10, 20, 30]
+    # ln(30522) ~ 10.3 at init; 30 steps of the tiny model must clearly lower it.
+    assert rows[-1]["mlm_loss"] < rows[0]["mlm_loss"] - 1.0, rows
+    for key in ("mlm_accuracy", "nsp_loss", "nsp_accuracy", "learning_rate", "grad_norm",
+                "seq_per_s", "tokens_per_s", "step_time_s"):
+        assert np.isfinite(rows[-1][key]), key
+    assert rows[-1]["mfu"] is None  # CPU: no peak FLOPs in the table
+    evals = _rows(workdir, "eval")
+    assert evals and evals[-1]["step"] == 30 and np.isfinite(evals[-1]["mlm_loss"])
+    assert result.last_eval["mlm_loss"] == pytest.approx(evals[-1]["mlm_loss"])
+    assert any(f.startswith("events.out.tfevents")
+               for f in os.listdir(os.path.join(workdir, "tensorboard")))
+
+    # The checkpoint holds everything needed to continue.
+    step_dir = os.path.join(workdir, "checkpoints", "30")
+    items = set(os.listdir(step_dir))
+    assert {"params", "train_state", "data_iter", "metadata"} <= items, items
+    assert os.listdir(os.path.join(step_dir, "data_iter")) == ["process_0-of-1.json"]
+    from bertjax import checkpoint
+    params, cfg, tok, meta = checkpoint.load_pretrained(workdir)
+    assert cfg.size == "tiny" and tok["vocab_size"] == 30522 and "sha256" in tok
+    assert meta["config"]["train"]["steps"] == 30
+    assert set(params) == {"bert", "cls"}
+
+    # Same workdir, more steps: resumes at 30 instead of starting over.
+    result = train.train_and_evaluate(_config(prepared_dir, **{"train.steps": 35}), workdir)
+    assert result.step == 35
+    assert [r["step"] for r in _rows(workdir)][-2:] == [30, 35]
+
+
+def _cli(workdir, prepared_dir, steps, extra=()):
+    args = [sys.executable, os.path.join(REPO, "scripts", "pretrain.py"),
+            f"--config={os.path.join(REPO, 'configs', 'pretrain.py')}:tiny",
+            f"--workdir={workdir}", f"--config.data.prepared_dir={prepared_dir}",
+            "--config.data.max_seq_len=64", "--config.data.max_predictions_per_seq=10",
+            "--config.train.batch_size=16", f"--config.train.steps={steps}",
+            "--config.train.log_every=1", "--config.train.eval_every=1000",
+            "--config.train.checkpoint_every=4", "--config.optim.warmup_steps=3",
+            *extra]
+    env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    return args, env
+
+
+def _losses(workdir):
+    return {r["step"]: r["loss"] for r in _rows(workdir)}
+
+
+def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, prepared_dir):
+    # Prepare once in-process so both runs only train.
+    train.train_and_evaluate(_config(prepared_dir, **{"train.steps": 1}), str(tmp_path / "w0"))
+    ref = str(tmp_path / "ref")
+    args, env = _cli(ref, prepared_dir, 12)
+    subprocess.run(args, env=env, check=True, capture_output=True)
+
+    killed = str(tmp_path / "killed")
+    args, env = _cli(killed, prepared_dir, 12)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill -9 once step 9 is logged (checkpoint 8 is written)
+        if os.path.exists(os.path.join(killed, "metrics.jsonl")) and 9 in _losses(killed):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 8 in [int(d) for d in os.listdir(os.path.join(killed, "checkpoints")) if d.isdigit()]
+    assert 12 not in _losses(killed)
+    subprocess.run(args, env=env, check=True, capture_output=True)
+    a, b = _losses(ref), _losses(killed)
+    assert sorted(a) == list(range(1, 13))
+    for step in range(9, 13):  # after the restart from checkpoint 8: bitwise on CPU
+        assert a[step] == b[step], (step, a[step], b[step])
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, prepared_dir):
+    train.train_and_evaluate(_config(prepared_dir, **{"train.steps": 1}), str(tmp_path / "w0"))
+    workdir = str(tmp_path / "term")
+    args, env = _cli(workdir, prepared_dir, 10_000, extra=["--config.train.checkpoint_every=1000"])
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if os.path.exists(os.path.join(workdir, "metrics.jsonl")) and len(_losses(workdir)) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    steps = [int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()]
+    assert steps and max(steps) >= 3 and max(steps) < 1000
+    assert b"preempted at step" in err
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, prepared_dir):
+    workdir = str(tmp_path / "nan")
+    cfg = _config(prepared_dir, **{"optim.learning_rate": 1e30, "optim.schedule": "constant",
+                                   "optim.grad_clip_norm": 0.0, "train.log_every": 1,
+                                   "train.checkpoint_every": 1, "train.steps": 6})
+    with pytest.raises(FloatingPointError, match=r"non-finite .* at step \d+; .*last good "
+                                                 r"checkpoint \(step \d+\)"):
+        train.train_and_evaluate(cfg, workdir)
+    import orbax.checkpoint as ocp
+    from bertjax import checkpoint
+    steps = ocp.CheckpointManager(os.path.join(workdir, "checkpoints")).all_steps()
+    params, _, _, _ = checkpoint.load_pretrained(workdir)
+    import jax
+    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(params)), steps
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train.batch_size": 12}, r"batch_size=12 must be divisible by devices x grad_accum"),
+    ({"model.vocab_size": 1000}, r"1000"),
+    ({"optim.name": "adamax"}, r"optim.name='adamax'"),
+    ({"model.num_heads": 3}, r"multiple of num_heads=3"),
+    ({"data.max_seq_len": 1024}, r"sequence length 1024 exceeds"),
+])
+def test_bad_configs_rejected_before_anything_runs(tmp_path, prepared_dir, overrides, message):
+    workdir = tmp_path / "bad"
+    with pytest.raises(ValueError, match=message):
+        train.train_and_evaluate(_config(prepared_dir, **overrides), str(workdir))
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_unknown_config_key_is_rejected():
+    c = pretrain.get_config("tiny")
+    c.lock()
+    with pytest.raises(AttributeError, match="batchsize"):
+        c.train.batchsize = 3
+
+
+def test_reusing_a_workdir_with_an_incompatible_config_is_an_error(tmp_path, prepared_dir):
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(_config(prepared_dir, **{"train.steps": 2}), workdir)
+    before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+    with pytest.raises(ValueError, match=r"different config \(model.hidden_dropout_rate: 0.1 -> 0.0\)"):
+        train.train_and_evaluate(
+            _config(prepared_dir, **{"train.steps": 4, "model.hidden_dropout_rate": 0.0}), workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before

@@ -24,7 +24,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.corpus = "default"          # 'default' (offline, built in) | path/glob | 'tfds:NAME[/CONFIG]'
     c.data.corpus_format = "auto"      # 'auto' | 'bert' | 'wikiextractor' | 'files' (one doc per file)
     c.data.tokenizer = "tokenizers/enwiki_30522_unigram.model"
+    c.data.tfds_data_dir = ""          # for 'tfds:' corpora; '' -> TFDS's default
     c.data.prepared_dir = ""           # '' -> <workdir>/prepared
+    c.data.prepare_workers = 0         # processes tokenizing the corpus (0 = all cores)
     c.data.eval_fraction = 0.01        # documents held out for evaluation (by hash of index)
     c.data.max_seq_len = 128
     c.data.short_seq_prob = 0.1

@@ -33,7 +33,8 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 @dataclasses.dataclass
 class Document:
     key: str
-    lines: list[str]  # sentences if the corpus says `lines_are_sentences`, else paragraphs
+    lines: list[str]  # sentences if the corpus says `lines_are_sentences`, else paragraphs;
+                      # may be empty (readers pass empty documents on, preparation counts them)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,9 +269,7 @@ def _read_whole_file(path: str, rel: str, stats: ReadStats) -> Iterator[Document
         raw = f.read()
     stats.bytes += len(raw)
     text = "\n".join(_decode(line, path, stats) for line in raw.split(b"\n"))
-    paragraphs = _paragraphs(text)
-    if paragraphs:
-        yield Document(rel, paragraphs)
+    yield Document(rel, _paragraphs(text))  # empty ones too: preparation counts them
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,9 +394,8 @@ class TfdsCorpus(Corpus):
                 text = _decode(text, f"{self.description}[{i}]", stats)
             else:
                 stats.bytes += len(text.encode("utf-8"))
-            paragraphs = [p.strip() for p in text.split("\n") if p.strip()]
-            if paragraphs:
-                yield Document(f"{self.description}:{i}", paragraphs)
+            yield Document(f"{self.description}:{i}",
+                           [p.strip() for p in text.split("\n") if p.strip()])
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -164,23 +164,29 @@ def train(
                     n += 1
         if n == 0:
             raise ValueError("no sentences to train the tokenizer on (the corpus is empty)")
-        spm.SentencePieceTrainer.train(
-            input=str(text_file),
-            model_prefix=str(prefix),
-            model_type=model_type,
-            vocab_size=vocab_size,
-            character_coverage=character_coverage,
-            normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
-            pad_id=SPECIAL_IDS[PAD], pad_piece=PAD,
-            unk_id=SPECIAL_IDS[UNK], unk_piece=UNK,
-            bos_id=-1, eos_id=-1,
-            control_symbols=[CLS, SEP, MASK],
-            input_sentence_size=input_sentence_size,
-            shuffle_input_sentence=True,
-            seed_sentencepiece_size=seed_sentencepiece_size,
-            num_threads=num_threads or os.cpu_count() or 1,
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(text_file),
+                model_prefix=str(prefix),
+                model_type=model_type,
+                vocab_size=vocab_size,
+                character_coverage=character_coverage,
+                normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
+                pad_id=SPECIAL_IDS[PAD], pad_piece=PAD,
+                unk_id=SPECIAL_IDS[UNK], unk_piece=UNK,
+                bos_id=-1, eos_id=-1,
+                control_symbols=[CLS, SEP, MASK],
+                input_sentence_size=input_sentence_size,
+                shuffle_input_sentence=True,
+                seed_sentencepiece_size=seed_sentencepiece_size,
+                num_threads=num_threads or os.cpu_count() or 1,
+                minloglevel=2,
+            )
+        except RuntimeError as e:
+            if "Vocabulary size too high" in str(e):
+                raise ValueError(f"vocab_size={vocab_size} is too large for this corpus "
+                                 f"({n} sentences); SentencePiece says: {e}") from e
+            raise
     model = prefix.with_name(prefix.name + ".model")
     # The .vocab listing is derivable from the model; keeping one artifact avoids drift.
     prefix.with_name(prefix.name + ".vocab").unlink(missing_ok=True)

@@ -20,6 +20,7 @@ import collections
 import dataclasses
 import glob
 import gzip
+import mmap
 import os
 import pathlib
 import re
@@ -112,9 +113,7 @@ def _list_files(spec: str) -> tuple[list[str], str]:
     p = pathlib.Path(spec).expanduser()
     if _GLOB_CHARS.search(spec):
         files = sorted(f for f in glob.glob(str(p), recursive=True) if os.path.isfile(f))
-        root = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
-        if len(files) > 1 and os.path.isfile(root):
-            root = os.path.dirname(root)
+        root = os.path.commonpath([os.path.dirname(f) for f in files]) if files else ""
     elif p.is_dir():
         files = sorted(str(f) for f in p.rglob("*")
                        if f.is_file() and not any(part.startswith(".") for part in
@@ -195,7 +194,6 @@ class FileCorpus(Corpus):
 def _split_points(path: str, size: int, unit_bytes: int, corpus_format: str):
     """Cuts a large file into byte ranges that each start exactly at a document."""
     boundary = b"\n<doc " if corpus_format == "wikiextractor" else b"\n\n"
-    import mmap
     cuts = [0]
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         target = unit_bytes

@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from array_record.python import array_record_module
 from tensorflow_datasets.core import dataset_builder
 
@@ -206,22 +207,37 @@ class Documents(dataset_builder.FileReaderBuilder):
         context = _Context(self._corpus, self._tokenizer, str(work_dir), self._eval_fraction)
         unit_stats = _run_units(context, units, self._num_workers, self._progress)
         wall = time.perf_counter() - t0
-        _ensure_min_eval(unit_stats, str(work_dir), self._eval_fraction)
+        moved = _eval_top_up(unit_stats, self._eval_fraction)
         splits = []
         for split in SPLITS:
-            shards = [(i, s["documents"][split]) for i, s in enumerate(unit_stats)
-                      if s["documents"][split] > 0]
+            sign = 1 if split == "eval" else -1
+            shards = [(i, s["documents"][split] + sign * len(moved.get(i, ())))
+                      for i, s in enumerate(unit_stats)]
+            shards = [(i, n) for i, n in shards if n > 0]
             if not shards:
                 continue
             template = self._get_filename_template(split)
             num_bytes = 0
             for shard_index, (i, _) in enumerate(shards):
                 dst = template.sharded_filepath(shard_index=shard_index, num_shards=len(shards))
-                src = _unit_paths(str(work_dir), i)[split]
-                num_bytes += os.path.getsize(src)
-                _link_or_copy(src, dst)  # not a move: a crash before TFDS's rename keeps the work
+                paths = _unit_paths(str(work_dir), i)
+                if i in moved:  # written anew; the work dir stays exactly as the workers left it
+                    train = _read_all(paths["train"])
+                    if split == "train":
+                        records = [r for j, r in enumerate(train) if j not in moved[i]]
+                    else:
+                        records = _read_all(paths["eval"]) if unit_stats[i]["documents"]["eval"] \
+                            else []
+                        records += [train[j] for j in moved[i]]
+                    _write_all(dst, records)
+                else:
+                    _link_or_copy(paths[split], dst)  # not a move: keeps the work until TFDS's rename
+                num_bytes += os.path.getsize(dst)
             splits.append(tfds.core.SplitInfo(name=split, shard_lengths=[n for _, n in shards],
                                               num_bytes=num_bytes, filename_template=template))
+        for i, records in moved.items():
+            unit_stats[i]["documents"]["train"] -= len(records)
+            unit_stats[i]["documents"]["eval"] += len(records)
         self.stats = _summarise(unit_stats, wall, self._corpus.lines_are_sentences)
         if not any(s.name == "train" for s in splits):
             raise ValueError(
@@ -270,35 +286,21 @@ def _run_units(context: _Context, units: Sequence[corpus_lib.Unit], num_workers:
     return stats
 
 
-def _ensure_min_eval(unit_stats: list[dict], work_dir: str, eval_fraction: float) -> None:
-    """Moves the lowest-hash training documents to eval when a small corpus left eval too small.
-
-    Only small corpora hit this (1% of ~200 documents may round to 0 or 1), so rewriting the
-    few affected unit files is cheap.
-    """
+def _eval_top_up(unit_stats: list[dict], eval_fraction: float) -> dict[int, list[int]]:
+    """Training records (unit -> record indices) to move to eval when a small corpus left it with
+    fewer than MIN_EVAL_DOCUMENTS: the ones with the lowest key hashes, as if the threshold had
+    been a little higher. Only small corpora hit this (1% of ~200 documents may round to 0)."""
     n_eval = sum(s["documents"]["eval"] for s in unit_stats)
     n_train = sum(s["documents"]["train"] for s in unit_stats)
     need = MIN_EVAL_DOCUMENTS - n_eval
     if eval_fraction <= 0 or need <= 0 or n_train < 2 * MIN_EVAL_DOCUMENTS:
-        return
+        return {}
     candidates = sorted((u, unit, rec) for unit, s in enumerate(unit_stats)
                         for u, rec in s["lowest_train"])[:need]
-    by_unit = {}
+    moved: dict[int, list[int]] = {}
     for _, unit, rec in candidates:
-        by_unit.setdefault(unit, set()).add(rec)
-    for unit, moved in by_unit.items():
-        paths = _unit_paths(work_dir, unit)
-        train = _read_all(paths["train"])
-        evals = _read_all(paths["eval"]) if unit_stats[unit]["documents"]["eval"] else []
-        evals += [r for i, r in enumerate(train) if i in moved]
-        _write_all(paths["train"], [r for i, r in enumerate(train) if i not in moved])
-        _write_all(paths["eval"], evals)
-        unit_stats[unit]["documents"]["train"] -= len(moved)
-        unit_stats[unit]["documents"]["eval"] += len(moved)
-        unit_stats[unit]["lowest_train"] = []
-        with open(paths["stats"] + ".tmp", "w") as f:
-            json.dump(unit_stats[unit], f)
-        os.replace(paths["stats"] + ".tmp", paths["stats"])
+        moved.setdefault(unit, []).append(rec)
+    return {unit: sorted(recs) for unit, recs in moved.items()}
 
 
 def _link_or_copy(src: str, dst) -> None:
@@ -316,12 +318,11 @@ def _read_all(path: str) -> list[bytes]:
         reader.close()
 
 
-def _write_all(path: str, records: Iterable[bytes]) -> None:
-    w = array_record_module.ArrayRecordWriter(path + ".tmp", "group_size:1")
+def _write_all(path, records: Iterable[bytes]) -> None:
+    w = array_record_module.ArrayRecordWriter(os.fspath(path), "group_size:1")
     for r in records:
         w.write(r)
     w.close()
-    os.replace(path + ".tmp", path)
 
 
 def _summarise(unit_stats: list[dict], wall: float, lines_are_sentences: bool) -> dict:
@@ -370,18 +371,39 @@ def prepare(corpus_spec: str, tokenizer_path: str, prepared_dir: str | os.PathLi
         meta = metadata(prepared_dir)
         check_compatible(meta, prepared_dir, tokenizer=tok, corpus_spec=corpus_spec,
                          eval_fraction=eval_fraction)
+        logging.info("%s already holds %s prepared with %s", prepared_dir, meta.get("corpus"),
+                     tok.path.name)
         return meta
     corpus = corpus_lib.open_corpus(corpus_spec, corpus_format, tfds_data_dir=tfds_data_dir,
                                     unit_bytes=unit_bytes)
     builder = Documents(data_dir=str(prepared_dir), corpus=corpus, tokenizer=tok,
                         eval_fraction=eval_fraction, num_workers=num_workers,
-                        corpus_spec=corpus_spec, progress=progress)
+                        corpus_spec=_resolved(corpus_spec), progress=progress)
+    # TFDS removes its temporary directory on errors, but not after a kill; those are stale.
+    for stale in (pathlib.Path(prepared_dir) / NAME).glob("incomplete.*"):
+        shutil.rmtree(stale, ignore_errors=True)
     work_dir = builder.work_dir()
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     shutil.rmtree(work_dir, ignore_errors=True)
-    shutil.rmtree(pathlib.Path(prepared_dir) / "downloads", ignore_errors=True)
-    return metadata(prepared_dir)
+    _remove_empty_dirs(pathlib.Path(prepared_dir) / "downloads")  # TFDS makes them; we download nothing
+    meta = metadata(prepared_dir)
+    logging.info("prepared %s into %s: %s", corpus.description, prepared_dir,
+                 json.dumps(meta["stats"]))
+    return meta
+
+
+def _resolved(corpus_spec: str) -> str:
+    """Local corpora are recorded by absolute path: the same relative path from another
+    directory is another corpus."""
+    if corpus_spec == "default" or corpus_spec.startswith("tfds:"):
+        return corpus_spec
+    return os.path.abspath(os.path.expanduser(corpus_spec))
+
+
+def _remove_empty_dirs(root: pathlib.Path) -> None:
+    if root.is_dir() and not any(p.is_file() for p in root.rglob("*")):
+        shutil.rmtree(root)
 
 
 def check_compatible(meta: dict, prepared_dir, *, tokenizer: tokenizer_lib.Tokenizer,
@@ -395,9 +417,10 @@ def check_compatible(meta: dict, prepared_dir, *, tokenizer: tokenizer_lib.Token
             f"with {tokenizer.path.name!r} (sha256 {tokenizer.sha256[:12]}, vocab_size "
             f"{tokenizer.vocab_size}); tokenizers are never mixed: use another data.prepared_dir "
             "or delete this one")
-    if corpus_spec is not None and meta.get("corpus") != corpus_spec:
+    if corpus_spec is not None and meta.get("corpus") != _resolved(corpus_spec):
         raise ValueError(f"{str(prepared_dir)!r} was prepared from corpus {meta.get('corpus')!r}, "
-                         f"not {corpus_spec!r}; use another data.prepared_dir or delete this one")
+                         f"not {_resolved(corpus_spec)!r}; use another data.prepared_dir or "
+                         "delete this one")
     if eval_fraction is not None and meta.get("eval_fraction") != eval_fraction:
         raise ValueError(f"{str(prepared_dir)!r} was prepared with eval_fraction="
                          f"{meta.get('eval_fraction')}, not {eval_fraction}; use another "

@@ -63,20 +63,22 @@ def create_instances(docs: Sequence[dict], doc_ids: Sequence[int], rng: np.rando
     # numpy's), seeded from Grain's per-element generator so determinism is unchanged.
     r = random.Random(int(rng.integers(2**63)))
     offsets = np.cumsum([0] + [len(d["tokens"]) for d in docs])
-    flat = np.concatenate([d["tokens"] for d in docs]) if docs else np.zeros(0, np.uint16)
+    flat = np.concatenate([d["tokens"] for d in docs])
+    # Sentence start offsets into `flat` (plus the end) per document, as Python ints.
+    starts = [(offsets[k] + np.concatenate([[0], np.cumsum(d["sentence_lengths"])])).tolist()
+              for k, d in enumerate(docs)]
     rows: list[tuple[int, int, int, int, int]] = []  # (a0, la, b0, lb, random_next), flat offsets
-    for k, doc in enumerate(docs):
-        starts = (offsets[k] + np.concatenate([[0], np.cumsum(doc["sentence_lengths"])])).tolist()
+    for k in range(len(docs)):
         if opts.nsp:
             others = [j for j in range(len(docs)) if doc_ids[j] != doc_ids[k]]
-            _pair_document(starts, others, docs, offsets, r, opts, rows)
+            _pair_document(starts[k], others, starts, r, opts, rows)
         else:
-            _chunk_document(starts, r, opts, rows)
+            _chunk_document(starts[k], r, opts, rows)
     r.shuffle(rows)
     return _assemble(flat, np.array(rows, np.int64).reshape(-1, 5), opts)
 
 
-def _pair_document(starts, others, docs, offsets, r, opts, rows) -> None:
+def _pair_document(starts, others, all_starts, r, opts, rows) -> None:
     """BERT's create_instances_from_document over sentence start offsets."""
     max_tokens = opts.max_seq_len - 3
     target = max_tokens
@@ -103,7 +105,8 @@ def _pair_document(starts, others, docs, offsets, r, opts, rows) -> None:
                 a0, la, a_end = starts[i], length, i + 1
                 random_next, b0, lb = True, 0, 0
             if random_next and others:
-                b0, lb = _random_span(docs, offsets, others, target - la, r)
+                b0, lb = _random_span(all_starts[others[r.randrange(len(others))]],
+                                      target - la, r)
                 i = a_end - 1  # the sentences after A were not used: put them back
             elif random_next:  # make_dataset guarantees two documents per group; this is a bug
                 raise AssertionError("a group of documents with a single distinct document")
@@ -113,18 +116,13 @@ def _pair_document(starts, others, docs, offsets, r, opts, rows) -> None:
         i += 1
 
 
-def _random_span(docs, offsets, others, target_b, r):
+def _random_span(starts, target_b, r):
     """Whole sentences of another document from a random sentence on, about target_b tokens."""
-    j = others[r.randrange(len(others))]
-    lengths = docs[j]["sentence_lengths"]
-    first = r.randrange(len(lengths))
-    b0 = int(offsets[j]) + int(lengths[:first].sum())
-    lb = 0
-    for s in range(first, len(lengths)):
-        lb += int(lengths[s])
-        if lb >= target_b:
-            break
-    return b0, lb
+    first = r.randrange(len(starts) - 1)
+    end = first + 1
+    while end < len(starts) - 1 and starts[end] - starts[first] < target_b:
+        end += 1
+    return starts[first], starts[end] - starts[first]
 
 
 def _truncate_pair(a0, la, b0, lb, max_tokens, r):

@@ -9,6 +9,8 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint>=0.12.8,<0.13",
     "tensorflow-datasets>=4.9.10,<5",
     "array-record>=0.8.6,<0.9",
+    # TFDS 4.9.10 needs it to build datasets whose builder class lives inside a package.
+    "importlib_resources>=7.1,<8",
     "grain>=0.2.18,<0.3",
     "sentencepiece>=0.2.3,<0.3",
     "numpy>=2.4,<3",

@@ -435,9 +435,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
                 window_steps += 1
             bar.update(1)
 
+            preempt = stop.flag  # read once: the signal can arrive at any moment
             log_now = step % config.train.log_every == 0 or step == config.train.steps
             ckpt_now = (step % config.train.checkpoint_every == 0 or step == config.train.steps
-                        or stop.flag)
+                        or preempt)
             if log_now or ckpt_now:
                 host = [dp.metrics_to_host(m) for m in pending]
                 _check_finite(host, step - len(pending) + 1, last_good, mngr.directory)
@@ -457,11 +458,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
             if ckpt_now:
                 _save(mngr, step, state, dp, it_state, meta, force=True)
                 last_good = step
-            if stop.flag:
+            if preempt:
                 preempted = True
                 log.warning("preempted at step %d; checkpoint saved", step)
                 break
     bar.close()
+    if hasattr(train_it, "close"):  # grain worker processes, when data.num_workers > 0
+        train_it.close()
     mngr.wait_until_finished()
     mngr.close()
     writer.close()

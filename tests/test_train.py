@@ -72,7 +72,7 @@ def test_tiny_run_lowers_the_loss_and_checkpoints_everything(tmp_path, prepared_
     step_dir = os.path.join(workdir, "checkpoints", "30")
     items = set(os.listdir(step_dir))
     assert {"params", "train_state", "data_iter", "metadata"} <= items, items
-    assert os.listdir(os.path.join(step_dir, "data_iter")) == ["process_0-of-1.json"]
+    assert "process_0-of-1.json" in os.listdir(os.path.join(step_dir, "data_iter"))
     from bertjax import checkpoint
     params, cfg, tok, meta = checkpoint.load_pretrained(workdir)
     assert cfg.size == "tiny" and tok["vocab_size"] == 30522 and "sha256" in tok

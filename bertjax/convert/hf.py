@@ -236,46 +236,66 @@ def import_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
 def export_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
                       tokenizer: str | os.PathLike | None = None, step: int | None = None,
                       skip_tokenizer: bool = False) -> pathlib.Path:
-    """bertjax checkpoint -> HF directory (config.json, model.safetensors, vocab.txt, ...).
+    """bertjax checkpoint -> HF directory (config.json, model.safetensors, tokenizer files).
 
-    The tokenizer is looked for at `tokenizer` (a vocab.txt or a directory holding one), else in
-    the checkpoint directory itself (imported checkpoints keep it there), and must match the
-    checkpoint's recorded identity. SentencePiece tokenizers have no Hugging Face BERT
-    tokenizer: pass skip_tokenizer=True to export the weights alone."""
+    The tokenizer must be the one the checkpoint records (same sha256). It is looked for at
+    `tokenizer`, else where a pretraining run's config says (data.tokenizer), else in the
+    checkpoint directory (imported checkpoints keep vocab.txt there). WordPiece exports as
+    vocab.txt, unigram SentencePiece as tokenizer.json (hf_tokenizer.py). skip_tokenizer=True
+    exports the weights alone."""
     from safetensors.numpy import save_file
 
     output.check_free(out)
     params, cfg, tok_identity, meta = checkpoint.load_pretrained(src, step)
     hf_config = config_to_hf(cfg, tok_identity.get("pad_id", 0))
     tensors = table.from_bertjax(table.flatten(params), cfg, "hf")
-    tok = None if skip_tokenizer else _export_tokenizer(src, tokenizer, tok_identity, cfg)
+    write_tokenizer = (None if skip_tokenizer
+                       else _tokenizer_writer(src, tokenizer, tok_identity, meta, cfg))
     hf_config["bertjax_source"] = meta.get("source", "") or str(pathlib.Path(src).resolve())
     with output.atomic_directory(out) as tmp:
         save_file(tensors, str(tmp / SAFETENSORS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
-        if tok is not None:
-            tok.save(tmp, model_max_length=cfg.max_position_embeddings)
+        if write_tokenizer is not None:
+            write_tokenizer(tmp)
     log.info("wrote %s (%d tensors%s)", out, len(tensors),
-             "" if tok is not None else ", no tokenizer")
+             "" if write_tokenizer is not None else ", no tokenizer")
     return pathlib.Path(out)
 
 
-def _export_tokenizer(src, tokenizer, identity: Mapping[str, Any],
-                      cfg: bert.BertConfig) -> wordpiece.WordPieceTokenizer:
+def _tokenizer_writer(src, tokenizer, identity: Mapping[str, Any], meta: Mapping[str, Any],
+                      cfg: bert.BertConfig):
+    """Finds and checks the checkpoint's tokenizer; returns a function writing its HF files."""
+    import hashlib
+
     kind = identity.get("kind", "")
-    if kind != "wordpiece":
+    recorded = identity.get("path", "")
+    skip = "; or export the weights alone with --skip_tokenizer"
+    if kind not in ("wordpiece", "sentencepiece"):
+        raise ConversionError(f"the checkpoint records no known tokenizer (kind={kind!r}){skip}")
+    candidates = [pathlib.Path(tokenizer)] if tokenizer else []
+    if not tokenizer:
+        configured = ((meta.get("config") or {}).get("data") or {}).get("tokenizer")
+        if configured:
+            repo = pathlib.Path(__file__).resolve().parents[2]
+            candidates += [pathlib.Path(configured), repo / configured]
+        candidates.append(pathlib.Path(src) / (recorded or wordpiece.VOCAB_FILE))
+    if kind == "wordpiece":
+        candidates = [wordpiece.vocab_path(c) for c in candidates
+                      if wordpiece.is_wordpiece_path(c)]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"the checkpoint's {kind} tokenizer {recorded!r} was not found "
+                                f"(looked at {[str(c) for c in candidates]}); pass --tokenizer"
+                                f"{skip}")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    if sha != identity.get("sha256"):
         raise ConversionError(
-            f"the checkpoint's tokenizer is {kind or 'not recorded'!s} ({identity.get('path')}); "
-            "only WordPiece tokenizers export as Hugging Face BERT tokenizer files. Use "
-            "--skip_tokenizer to export the weights alone.")
-    where = pathlib.Path(tokenizer) if tokenizer else pathlib.Path(src)
-    if not wordpiece.is_wordpiece_path(where):
-        raise FileNotFoundError(f"no WordPiece vocabulary at {where}; pass --tokenizer "
-                                f"(the checkpoint used {identity.get('path')!r})")
-    tok = wordpiece.WordPieceTokenizer(where, identity.get("do_lower_case"))
-    if tok.sha256 != identity.get("sha256"):
-        raise ConversionError(
-            f"{tok.path} (sha256 {tok.sha256[:12]}...) is not the tokenizer this checkpoint "
-            f"was trained with ({identity.get('path')}, sha256 {str(identity.get('sha256'))[:12]}...)")
+            f"{path} (sha256 {sha[:12]}...) is not the tokenizer this checkpoint was trained "
+            f"with ({recorded}, sha256 {str(identity.get('sha256'))[:12]}...)")
+    if kind == "sentencepiece":
+        from bertjax.convert import hf_tokenizer
+        hf_tokenizer.convert(path.read_bytes(), str(path))  # refuse now, before writing
+        return lambda d: hf_tokenizer.save(path, d, cfg.max_position_embeddings)
+    tok = wordpiece.WordPieceTokenizer(path, identity.get("do_lower_case"))
     output.check_tokenizer(tok, cfg, str(tok.path))
-    return tok
+    return lambda d: tok.save(d, model_max_length=cfg.max_position_embeddings)

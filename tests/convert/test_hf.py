@@ -263,12 +263,69 @@ def test_export_refusals(hf_tools, tmp_path):
         hf.export_checkpoint(tmp_path / "ok", tmp_path / "out", tokenizer=other)
     sp = dict(kind="sentencepiece", path="enwiki.model", sha256="0" * 64, vocab_size=160)
     checkpoint.save_pretrained(tmp_path / "sp", params, cfg, sp)
-    with pytest.raises(ConversionError, match="--skip_tokenizer"):
+    with pytest.raises(FileNotFoundError, match="enwiki.model' was not found.*--skip_tokenizer"):
         hf.export_checkpoint(tmp_path / "sp", tmp_path / "out")
     assert not (tmp_path / "out").exists() and not _leftovers(tmp_path, "out")
     hf.export_checkpoint(tmp_path / "sp", tmp_path / "out", skip_tokenizer=True)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json",
                                                                     "model.safetensors"]
+
+
+def _train_sentencepiece(directory, model_type):
+    """A tiny model trained as bertjax trains its tokenizers ([PAD]=0 [UNK]=1, control
+    [CLS]/[SEP]/[MASK], NFKC)."""
+    import sentencepiece as spm
+    rng = np.random.default_rng(0)
+    words = ("the quick brown fox jumps over lazy dog café naïve résumé straße numbers and "
+             "3.14 1,000 中文 running runner unable able").split()
+    corpus = directory / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(words, rng.integers(3, 12)))
+                                for _ in range(2000)), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(directory / model_type), model_type=model_type,
+        vocab_size=60, character_coverage=1.0, normalization_rule_name="nmt_nfkc", pad_id=0,
+        pad_piece="[PAD]", unk_id=1, unk_piece="[UNK]", bos_id=-1, eos_id=-1,
+        control_symbols=["[CLS]", "[SEP]", "[MASK]"], minloglevel=2)
+    return directory / f"{model_type}.model"
+
+
+def test_export_with_sentencepiece_tokenizer(hf_tools, tmp_path):
+    import hashlib
+
+    import sentencepiece as spm
+    import transformers
+    model_file = _train_sentencepiece(tmp_path, "unigram")
+    cfg = bert.BertConfig(vocab_size=60, hidden_size=16, num_layers=1, num_heads=2,
+                          intermediate_size=32, max_position_embeddings=32)
+    ident = dict(kind="sentencepiece", path=model_file.name, vocab_size=60, pad_id=0,
+                 sha256=hashlib.sha256(model_file.read_bytes()).hexdigest())
+    run_config = {"data": {"tokenizer": str(model_file)}}  # as a pretraining run records it
+    checkpoint.save_pretrained(tmp_path / "ckpt", hf_tools["random_params"](cfg), cfg, ident,
+                               extra={"config": run_config})
+    hf.export_checkpoint(tmp_path / "ckpt", tmp_path / "hf")
+    assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in
+                                                          (tmp_path / "hf").iterdir()}
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    for text in ["The quick  brown fox, naïve café!", "中文 runner 3.14", " ﬁ ½ "]:
+        assert hf_tok(text)["input_ids"] == [2, *sp.encode(text), 3], text
+    pair = hf_tok("a b", "c")
+    assert pair["input_ids"] == [2, *sp.encode("a b"), 3, *sp.encode("c"), 3]
+    assert pair["token_type_ids"] == [0] * (len(sp.encode("a b")) + 2) + [1] * (
+        len(sp.encode("c")) + 1)
+
+    # The built-in check refuses a disagreement: a literal "[MASK]" is the special token in
+    # transformers but plain text for SentencePiece (the one intended difference).
+    from bertjax.convert import hf_tokenizer
+    with pytest.raises(ConversionError, match="disagrees with SentencePiece on 'a \\[MASK\\]'"):
+        hf_tokenizer.convert(model_file.read_bytes(), "m", samples=["a [MASK]"])
+
+    bpe = _train_sentencepiece(tmp_path, "bpe")
+    ident = {**ident, "path": bpe.name, "sha256": hashlib.sha256(bpe.read_bytes()).hexdigest()}
+    checkpoint.save_pretrained(tmp_path / "bpe_ckpt", hf_tools["random_params"](cfg), cfg, ident)
+    with pytest.raises(ConversionError, match="only unigram SentencePiece"):
+        hf.export_checkpoint(tmp_path / "bpe_ckpt", tmp_path / "out", tokenizer=bpe)
+    assert not (tmp_path / "out").exists() and not _leftovers(tmp_path, "out")
 
 
 def test_convert_checkpoint_script(hf_dir, tmp_path):

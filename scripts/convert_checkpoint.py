@@ -4,7 +4,8 @@ Import (writes OUT/checkpoints, read by checkpoint.load_pretrained(OUT), and OUT
 OUT/tokenizer_config.json, the WordPiece tokenizer):
   python scripts/convert_checkpoint.py --from=hf --src=path/to/hf_bert_dir --out=imported/bert
   python scripts/convert_checkpoint.py --from=google --src=uncased_L-12_H-768_A-12 --out=imported/g
-Export (a directory transformers.BertForPreTraining.from_pretrained loads):
+Export (a directory transformers.BertForPreTraining.from_pretrained loads; the tokenizer as
+vocab.txt for WordPiece, tokenizer.json for unigram SentencePiece):
   python scripts/convert_checkpoint.py --to=hf --src=WORKDIR_OR_CKPT --out=hf_export
 """
 from absl import app, flags, logging
@@ -19,8 +20,9 @@ flags.DEFINE_integer("seed", 0, "Import: seed for parts the source lacks (pooler
 flags.DEFINE_enum("do_lower_case", "auto", ["auto", "true", "false"],
                   "Import: WordPiece lower-casing; auto = tokenizer_config.json, the Google "
                   "directory name, else inferred from the vocabulary.")
-flags.DEFINE_string("tokenizer", None, "Export: vocab.txt (or its directory) of the checkpoint's "
-                    "tokenizer; default: the checkpoint directory.")
+flags.DEFINE_string("tokenizer", None, "Export: the checkpoint's tokenizer file (vocab.txt or "
+                    "its directory, or a SentencePiece .model); default: the run config's "
+                    "data.tokenizer, else the checkpoint directory.")
 flags.DEFINE_bool("skip_tokenizer", False, "Export: write the model without tokenizer files.")
 flags.DEFINE_integer("step", None, "Export: checkpoint step (default: latest).")
 

@@ -103,10 +103,10 @@ def read_tf_checkpoint(prefix: str | os.PathLike,
 
 
 def lower_case_from_name(directory: pathlib.Path) -> bool | None:
-    name = directory.name.lower()
-    if name.startswith("uncased") or "_uncased" in name:
+    words = directory.name.lower().replace("-", "_").split("_")
+    if "uncased" in words:
         return True
-    if name.startswith(("cased", "multi_cased", "wwm_cased")) or "_cased" in name:
+    if "cased" in words:
         return False
     return None
 

@@ -42,9 +42,10 @@ def make_manager(directory, *, max_to_keep: int | None = None, async_save: bool 
 
 def save_pretrained(directory, params, model_config: bert.BertConfig | Mapping[str, Any],
                     tokenizer: Mapping[str, Any] | None, *, step: int = 0,
-                    source: str = "") -> epath.Path:
+                    source: str = "", extra: Mapping[str, Any] | None = None) -> epath.Path:
     """Write params + metadata as a checkpoint that `load_pretrained` and fine-tuning read.
 
+    `extra` adds entries to the metadata (e.g. 'conversion' for imported models).
     Refuses to write into a directory that already holds checkpoints (never overwrite)."""
     directory = epath.Path(directory)
     if directory.exists() and any(directory.iterdir()):
@@ -52,6 +53,10 @@ def save_pretrained(directory, params, model_config: bert.BertConfig | Mapping[s
     model = (model_config.to_dict() if isinstance(model_config, bert.BertConfig)
              else bert.BertConfig.from_dict(model_config).to_dict())
     meta = {"model": model, "tokenizer": dict(tokenizer or {}), "source": source}
+    clash = sorted(set(extra or {}) & set(meta))
+    if clash:
+        raise ValueError(f"extra metadata {clash} would replace the checkpoint's own entries")
+    meta.update(extra or {})
     with make_manager(directory) as mngr:
         mngr.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(params), metadata=ocp.args.JsonSave(meta)))

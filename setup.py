@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
     "blingfire>=0.1.8,<0.2",
     "scikit-learn>=1.9,<2",
     "scipy>=1.17,<2",
+    # WordPiece (BERT's vocab.txt) for imported checkpoints; a small Rust wheel, no torch.
+    "tokenizers>=0.23.3,<0.24",
 ]
 
 setup(
@@ -34,7 +36,10 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=9.0,<10"],
-        # Checkpoint import/export and parity tests against transformers (CPU torch).
-        "interop": ["torch>=2.13,<2.15", "transformers>=4.47,<6", "safetensors>=0.4,<1"],
+        # Checkpoint import/export and parity tests against transformers. torch is pinned to
+        # the release tested here (its CPU build); any torch that transformers supports works.
+        "interop": ["torch==2.13.0", "transformers>=5.23,<6", "safetensors>=0.8,<1"],
+        # Reading Google's original TensorFlow checkpoints (scripts/convert_checkpoint.py).
+        "tf": ["tensorflow-cpu>=2.21,<2.22"],
     },
 )

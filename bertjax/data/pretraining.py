@@ -357,8 +357,6 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
                          f"process_count={process_count}")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} outside [0, {process_count})")
-    pairing = PairingOptions(max_seq_len=max_seq_len or data_config.max_seq_len,
-                             short_seq_prob=data_config.short_seq_prob, nsp=data_config.nsp)
     masking = MaskingOptions(
         mask_rate=data_config.mask_rate, mask_token_prob=data_config.mask_token_prob,
         random_token_prob=data_config.random_token_prob,
@@ -371,6 +369,9 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
         raise ValueError(f"data.docs_per_group={docs_per_group}: expected at least 3")
 
     tok = tokenizer_lib.load(data_config.tokenizer)
+    pairing = PairingOptions(max_seq_len=max_seq_len or data_config.max_seq_len,
+                             short_seq_prob=data_config.short_seq_prob, nsp=data_config.nsp,
+                             cls_id=tok.cls_id, sep_id=tok.sep_id)
     builder = prepare_lib.load_builder(prepared)
     prepare_lib.check_compatible(dict(builder.info.metadata or {}), prepared, tokenizer=tok)
     if split not in builder.info.splits:

@@ -107,13 +107,20 @@ def _processor(model_bytes: bytes, where) -> spm.SentencePieceProcessor:
     return sp
 
 
-def load(path: str | os.PathLike) -> Tokenizer:
-    """Loads a tokenizer; a relative path that does not exist is also tried from the repo root."""
+def load(path: str | os.PathLike):
+    """Loads a tokenizer; a relative path that does not exist is also tried from the repo root.
+
+    A `vocab.txt` (or a directory holding one, e.g. an imported checkpoint) is a WordPiece
+    vocabulary (bertjax.data.wordpiece); anything else a SentencePiece model."""
+    from bertjax.data import wordpiece
+
     p = pathlib.Path(path)
     if not p.exists() and not p.is_absolute():
         repo_relative = pathlib.Path(__file__).resolve().parents[2] / p
         if repo_relative.exists():
             p = repo_relative
+    if wordpiece.is_wordpiece_path(p):
+        return wordpiece.load(p)
     return Tokenizer(p)
 
 
@@ -124,6 +131,8 @@ def check_matches_model(tok: Tokenizer, vocab_size: int) -> None:
             f"tokenizer {tok.path.name} has vocab_size={tok.vocab_size} but model.vocab_size="
             f"{vocab_size}; set --config.model.vocab_size={tok.vocab_size} or use a tokenizer "
             f"trained with --vocab_size={vocab_size}")
+    if not isinstance(tok, Tokenizer):
+        return  # WordPiece vocabularies keep their own special ids ([CLS]=101, ...)
     found = {PAD: tok.pad_id, UNK: tok.unk_id, CLS: tok.cls_id, SEP: tok.sep_id,
              MASK: tok.mask_id}
     if found != SPECIAL_IDS:

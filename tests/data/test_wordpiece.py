@@ -102,3 +102,16 @@ def test_bad_vocabularies(tmp_path):
     with pytest.raises(ValueError, match=r"lacks the special tokens \['\[SEP\]', '\[MASK\]'\]"):
         wordpiece.load(bad)
     assert np.all(wordpiece.WordPieceTokenizer(_vocab(tmp_path)).word_start_table()[:5])
+
+
+def test_tokenizer_load_dispatches_vocab_txt_to_wordpiece(tmp_path):
+    from bertjax.data import tokenizer
+
+    path = _vocab(tmp_path)
+    for p in (path, tmp_path):  # the file, or a directory holding vocab.txt
+        tok = tokenizer.load(p)
+        assert isinstance(tok, wordpiece.WordPieceTokenizer)
+        assert (tok.cls_id, tok.sep_id, tok.mask_id) == (101, 102, 103)
+    tokenizer.check_matches_model(tok, tok.vocab_size)  # its own special ids are accepted
+    with pytest.raises(ValueError, match=f"vocab_size={tok.vocab_size}"):
+        tokenizer.check_matches_model(tok, tok.vocab_size + 1)

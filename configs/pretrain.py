@@ -121,3 +121,31 @@ def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
         raise ValueError(
             f"Unknown preset {name!r} in configs/pretrain.py; expected one of "
             "cpu_demo, gpu, tpu, bert_recipe, position_learned, no_nsp")
+
+
+def get_sweep(name: str) -> list[dict]:
+    """Named ablations: each point is a dict of dotted overrides applied to the config.
+
+    Run one with `python scripts/sweep.py --config configs/pretrain.py:mini --sweep mask_rate
+    --workdir runs/sweep_mask_rate`; finished points are skipped when it is run again.
+    """
+    if name == "mask_rate":
+        return [{"data.mask_rate": r} for r in (0.10, 0.15, 0.20, 0.30, 0.40)]
+    if name == "mask_mix":  # (mask, random); the rest stays unchanged
+        return [{"data.mask_token_prob": m, "data.random_token_prob": r}
+                for m, r in ((0.8, 0.1), (1.0, 0.0), (0.8, 0.0), (0.8, 0.2), (0.0, 0.0))]
+    if name == "nsp":
+        return [{"data.nsp": True}, {"data.nsp": False}]
+    if name == "position":
+        return [{"model.position_embedding": p} for p in ("sinusoidal", "learned")]
+    if name == "size":
+        out = []
+        for size in ("tiny", "mini", "small", "medium", "base", "large"):
+            m = bert.model_config(size)
+            out.append({f"model.{k}": m[k] for k in ("size", "num_layers", "hidden_size",
+                                                     "num_heads", "intermediate_size")})
+        return out
+    if name == "optimizer":
+        return [{"optim.name": n} for n in ("adamw", "lamb", "adam", "momentum")]
+    raise ValueError(f"Unknown sweep {name!r} in configs/pretrain.py; expected one of "
+                     "mask_rate, mask_mix, nsp, position, size, optimizer")

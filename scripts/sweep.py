@@ -1,0 +1,38 @@
+"""Run a named ablation sweep from the config file's get_sweep():
+
+    python scripts/sweep.py --config configs/pretrain.py:tiny --sweep mask_rate \
+        --workdir runs/sweep_mask_rate [--config.train.steps=2000]
+
+One sub-workdir per point; finished points are skipped on re-runs; summary.md/.csv at the end.
+"""
+import importlib.util
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from bertjax import sweep
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path:variant).",
+                                          lock_config=True)
+_SWEEP = flags.DEFINE_string("sweep", None, "Name passed to the config file's get_sweep().")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the points' workdirs.")
+flags.mark_flags_as_required(["config", "sweep", "workdir"])
+
+
+def main(argv):
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    path = flags.FLAGS["config"].config_filename
+    spec = importlib.util.spec_from_file_location("sweep_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_sweep"):
+        raise ValueError(f"{path} defines no get_sweep(name)")
+    results = sweep.run_sweep(_CONFIG.value, module.get_sweep(_SWEEP.value), _WORKDIR.value)
+    logging.info("sweep %s: %d points done; summary in %s/summary.md", _SWEEP.value,
+                 len(results), _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

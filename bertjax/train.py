@@ -401,7 +401,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
             total = sums if total is None else jax.tree_util.tree_map(np.add, total, sums)
         out = summarize(total)
         writer.write(step, "eval", out)
-        log.info("eval step %d: %s", step, _fmt(out))
+        log.info("eval step %d: %s", step, format_metrics(out))
         return out
 
     # --- Loop.
@@ -499,5 +499,5 @@ def _train_log(host: list, steps_timed: int, seconds: float, config, seq_len: in
     return out
 
 
-def _fmt(d: dict) -> str:
+def format_metrics(d: dict) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in d.items() if isinstance(v, (int, float)))

@@ -6,6 +6,7 @@ Re-running with the same --workdir resumes from its latest checkpoint.
 import logging
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from bertjax import train
@@ -18,10 +19,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    logging.getLogger().setLevel(logging.INFO)
+    # Our progress and results at INFO; the libraries' (Orbax, TFDS) INFO chatter hidden.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("bertjax").setLevel(logging.INFO)
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    logging.info("done at step %d; last train %s; last eval %s", result.step, result.last_train,
-                 result.last_eval)
+    logging.getLogger("bertjax").info(
+        "done at step %d%s; last train %s; last eval %s", result.step,
+        " (preempted)" if result.preempted else "", train.format_metrics(result.last_train),
+        train.format_metrics(result.last_eval))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import importlib.util
 import logging
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from bertjax import sweep
@@ -22,7 +23,9 @@ flags.mark_flags_as_required(["config", "sweep", "workdir"])
 
 def main(argv):
     del argv
-    logging.getLogger().setLevel(logging.INFO)
+    # Our progress and results at INFO; the libraries' (Orbax, TFDS) INFO chatter hidden.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("bertjax").setLevel(logging.INFO)
     path = flags.FLAGS["config"].config_filename
     spec = importlib.util.spec_from_file_location("sweep_config", path)
     module = importlib.util.module_from_spec(spec)
@@ -30,7 +33,7 @@ def main(argv):
     if not hasattr(module, "get_sweep"):
         raise ValueError(f"{path} defines no get_sweep(name)")
     results = sweep.run_sweep(_CONFIG.value, module.get_sweep(_SWEEP.value), _WORKDIR.value)
-    logging.info("sweep %s: %d points done; summary in %s/summary.md", _SWEEP.value,
+    logging.getLogger("bertjax").info("sweep %s: %d points done; summary in %s/summary.md", _SWEEP.value,
                  len(results), _WORKDIR.value)
 
 

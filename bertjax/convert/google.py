@@ -35,30 +35,16 @@ _IGNORED_NAMES = ("global_step",)
 
 
 def config_from_google(d: Mapping, where: str = CONFIG_FILE) -> bert.BertConfig:
-    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers",
-                           "num_attention_heads", "intermediate_size") if k not in d]
+    missing = table.missing_config_keys(d)
     if missing:
         raise ConversionError(f"{where}: missing keys {missing}")
     act = d.get("hidden_act", "gelu")
     if act not in ACTIVATIONS:
         raise ConversionError(f"{where}: hidden_act={act!r} is not supported; expected "
                               f"{sorted(ACTIVATIONS)}")
-    layers, hidden, heads = d["num_hidden_layers"], d["hidden_size"], d["num_attention_heads"]
-    size = next((name for name, shape in bert.SIZES.items()
-                 if shape == (layers, hidden, heads) and d["intermediate_size"] == 4 * hidden), "")
-    try:
-        return bert.BertConfig(
-            vocab_size=d["vocab_size"], hidden_size=hidden, num_layers=layers, num_heads=heads,
-            intermediate_size=d["intermediate_size"],
-            max_position_embeddings=d.get("max_position_embeddings", 512),
-            type_vocab_size=d.get("type_vocab_size", 16), position_embedding="learned",
-            hidden_act=ACTIVATIONS[act], pre_layer_norm=False,
-            layer_norm_eps=1e-12,  # tf.contrib.layers.layer_norm's epsilon in modeling.py
-            hidden_dropout_rate=float(d.get("hidden_dropout_prob", 0.1)),
-            attention_dropout_rate=float(d.get("attention_probs_dropout_prob", 0.1)),
-            initializer_range=float(d.get("initializer_range", 0.02)), size=size)
-    except ValueError as e:
-        raise ConversionError(f"{where}: {e}") from e
+    # layer_norm_eps: tf.contrib.layers.layer_norm's epsilon in Google's modeling.py.
+    return table.config_from_bert_json(d, ACTIVATIONS[act], where, type_vocab_default=16,
+                                       layer_norm_eps=1e-12)
 
 
 def is_ignored(name: str) -> bool:

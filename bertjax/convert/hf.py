@@ -61,8 +61,7 @@ def config_from_hf(d: Mapping[str, Any], where: str = CONFIG_FILE) -> bert.BertC
         raise ConversionError(f"{where}: architectures {others} are not supported; expected one "
                               f"of {list(ARCHITECTURES)} (task heads have no bertjax layout)")
     problems = []
-    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers",
-                           "num_attention_heads", "intermediate_size") if k not in d]
+    missing = table.missing_config_keys(d)
     if missing:
         problems.append(f"missing keys {missing}")
     act = d.get("hidden_act", "gelu")
@@ -78,22 +77,8 @@ def config_from_hf(d: Mapping[str, Any], where: str = CONFIG_FILE) -> bert.BertC
             problems.append(f"{key}=true; only the bidirectional encoder converts")
     if problems:
         raise ConversionError(f"{where}: " + "; ".join(problems))
-    layers, hidden, heads = d["num_hidden_layers"], d["hidden_size"], d["num_attention_heads"]
-    size = next((name for name, shape in bert.SIZES.items()
-                 if shape == (layers, hidden, heads) and d["intermediate_size"] == 4 * hidden), "")
-    try:
-        return bert.BertConfig(
-            vocab_size=d["vocab_size"], hidden_size=hidden, num_layers=layers, num_heads=heads,
-            intermediate_size=d["intermediate_size"],
-            max_position_embeddings=d.get("max_position_embeddings", 512),
-            type_vocab_size=d.get("type_vocab_size", 2), position_embedding="learned",
-            hidden_act=ACTIVATIONS[act], pre_layer_norm=False,
-            layer_norm_eps=float(d.get("layer_norm_eps", 1e-12)),
-            hidden_dropout_rate=float(d.get("hidden_dropout_prob", 0.1)),
-            attention_dropout_rate=float(d.get("attention_probs_dropout_prob", 0.1)),
-            initializer_range=float(d.get("initializer_range", 0.02)), size=size)
-    except ValueError as e:
-        raise ConversionError(f"{where}: {e}") from e
+    return table.config_from_bert_json(d, ACTIVATIONS[act], where, type_vocab_default=2,
+                                       layer_norm_eps=float(d.get("layer_norm_eps", 1e-12)))
 
 
 def config_to_hf(cfg: bert.BertConfig, pad_token_id: int = 0) -> dict:

@@ -276,3 +276,34 @@ def _raise_if_differs(where, missing, unexpected, shape_errors, cfg) -> None:
             shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
             lines.append(f"  {title} ({len(items)}): " + ", ".join(shown))
     raise ConversionError("\n".join(lines))
+
+
+_REQUIRED_JSON_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                       "intermediate_size")
+
+
+def missing_config_keys(d: Mapping) -> list[str]:
+    return [k for k in _REQUIRED_JSON_KEYS if k not in d]
+
+
+def config_from_bert_json(d: Mapping, hidden_act: str, where: str, *, type_vocab_default: int,
+                          layer_norm_eps: float) -> bert.BertConfig:
+    """A BERT config.json / bert_config.json (same key names in HF and Google) -> BertConfig.
+
+    The caller has checked the required keys and mapped the activation name."""
+    layers, hidden, heads = d["num_hidden_layers"], d["hidden_size"], d["num_attention_heads"]
+    size = next((name for name, shape in bert.SIZES.items()
+                 if shape == (layers, hidden, heads) and d["intermediate_size"] == 4 * hidden), "")
+    try:
+        return bert.BertConfig(
+            vocab_size=d["vocab_size"], hidden_size=hidden, num_layers=layers, num_heads=heads,
+            intermediate_size=d["intermediate_size"],
+            max_position_embeddings=d.get("max_position_embeddings", 512),
+            type_vocab_size=d.get("type_vocab_size", type_vocab_default),
+            position_embedding="learned", hidden_act=hidden_act, pre_layer_norm=False,
+            layer_norm_eps=layer_norm_eps,
+            hidden_dropout_rate=float(d.get("hidden_dropout_prob", 0.1)),
+            attention_dropout_rate=float(d.get("attention_probs_dropout_prob", 0.1)),
+            initializer_range=float(d.get("initializer_range", 0.02)), size=size)
+    except ValueError as e:
+        raise ConversionError(f"{where}: {e}") from e

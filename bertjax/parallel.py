@@ -144,9 +144,15 @@ def prefetch(it: Iterator, put: Callable, size: int = 2) -> Iterator:
     def worker():
         try:
             for item, tag in it:
+                payload = (put(item), tag)
+                while not stop.is_set():  # a timed put: a closed consumer never strands us
+                    try:
+                        q.put(payload, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
                 if stop.is_set():
                     return
-                q.put((put(item), tag))
             q.put(done)
         except BaseException as e:  # surface input-pipeline errors in the training loop
             q.put(e)

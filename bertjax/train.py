@@ -6,6 +6,7 @@ checkpoints), which resumes from the workdir's latest checkpoint automatically.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -396,9 +397,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     def run_eval(state, step):
         it = _make_iterator(config, prepared, "eval", _phase(config, step), seed_offset=7)
         total = None
-        for i, (b, _) in zip(range(config.train.eval_steps), device_batches(it, 0)):
-            sums = dp.metrics_to_host(dp.eval(state, b))
-            total = sums if total is None else jax.tree_util.tree_map(np.add, total, sums)
+        with contextlib.closing(device_batches(it, 0)) as batches_:
+            for _, (b, _) in zip(range(config.train.eval_steps), batches_):
+                sums = dp.metrics_to_host(dp.eval(state, b))
+                total = sums if total is None else jax.tree_util.tree_map(np.add, total, sums)
         out = summarize(total)
         writer.write(step, "eval", out)
         log.info("eval step %d: %s", step, format_metrics(out))

@@ -135,15 +135,15 @@ def test_resume_from_state_continues_with_the_next_batch(synthetic, data_config,
     for want, got in zip(expected, _take(fresh, 3)):
         assert all(np.array_equal(want[k], got[k]) for k in pretraining.BATCH_KEYS)
 
-    # The same through Grain's Orbax checkpoint handler.
+    # The same through Orbax, with Grain's checkpoint handler (what the trainer uses).
+    import orbax.checkpoint as ocp
     it = pretraining.make_iterator(cfg, prepared, global_batch_size=48, seed=0)
     _take(it, 7)
-    ckpt = tmp_path / "iterator"
-    ckpt.mkdir()
-    from etils import epath
-    grain.checkpoint.CheckpointHandler().save(epath.Path(ckpt), item=it)
-    restored = pretraining.make_iterator(cfg, prepared, global_batch_size=48, seed=0)
-    grain.checkpoint.CheckpointHandler().restore(epath.Path(ckpt), item=restored)
+    with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
+        mngr.save(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+        mngr.wait_until_finished()
+        restored = pretraining.make_iterator(cfg, prepared, global_batch_size=48, seed=0)
+        mngr.restore(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
     assert np.array_equal(next(restored)["input_ids"], expected[0]["input_ids"])
 
 

@@ -24,8 +24,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.corpus = "default"          # 'default' (offline, built in) | path/glob | 'tfds:NAME[/CONFIG]'
     c.data.corpus_format = "auto"      # 'auto' | 'bert' | 'wikiextractor' | 'files' (one doc per file)
     c.data.tokenizer = "tokenizers/enwiki_30522_unigram.model"
+    c.data.tfds_data_dir = ""          # for 'tfds:' corpora; '' -> TFDS's default
     c.data.prepared_dir = ""           # '' -> <workdir>/prepared
-    c.data.eval_fraction = 0.01        # documents held out for evaluation (by hash of index)
+    c.data.prepare_workers = 0         # processes tokenizing the corpus (0 = all cores)
+    c.data.eval_fraction = 0.01        # documents held out for evaluation (by hash of their corpus key)
     c.data.max_seq_len = 128
     c.data.short_seq_prob = 0.1
     c.data.nsp = True                  # False -> MLM-only on contiguous text (RoBERTa-style)
@@ -34,6 +36,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.random_token_prob = 0.1     # ... by a random non-special token; the rest stay unchanged
     c.data.max_predictions_per_seq = 20
     c.data.whole_word_mask = False
+    c.data.docs_per_group = 64         # shuffled documents pooled for NotNext partners and row shuffling
     c.data.num_workers = 0             # grain worker processes per host (0 = in-process)
     c.data.prefetch = 2                # batches prefetched to devices
 

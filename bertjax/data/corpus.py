@@ -1,0 +1,435 @@
+"""Text corpora as streams of documents, cut into independent work units for parallel reading.
+
+A corpus spec is one of
+  'default'                       English text shipped with CPython (pydoc_data), offline anywhere;
+  a path, directory or glob       local files, `.gz` read transparently, in one of the formats
+                                  'bert' (one sentence per line, blank line between documents),
+                                  'wikiextractor' (<doc ...> ... </doc>, one paragraph per line) or
+                                  'files' (one document per file, blank lines between paragraphs);
+                                  'auto' picks 'wikiextractor' when the first line is a <doc> tag,
+                                  otherwise 'bert' (one-document-per-file must be asked for);
+  'tfds:NAME[/CONFIG][:SPLIT]'    a TFDS text dataset (its 'text' feature), e.g. 'tfds:c4/en'.
+
+Each document carries a key that does not depend on how the corpus was cut into units (file and
+byte offset, TFDS index, ...), so anything derived from it, like the evaluation hold-out, is
+stable across machines and worker counts.
+"""
+from __future__ import annotations
+
+import abc
+import collections
+import dataclasses
+import glob
+import gzip
+import mmap
+import os
+import pathlib
+import re
+from typing import Iterator
+
+FORMATS = ("auto", "bert", "wikiextractor", "files")
+# Work unit size: small enough to balance 2..64 workers, large enough to amortise a unit's setup.
+UNIT_BYTES = 8 << 20
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclasses.dataclass
+class Document:
+    key: str
+    lines: list[str]  # sentences if the corpus says `lines_are_sentences`, else paragraphs;
+                      # may be empty (readers pass empty documents on, preparation counts them)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """A picklable slice of a corpus: byte ranges of files, or an index range of a TFDS split."""
+    segments: tuple = ()       # ((path, start, end), ...); end=None means to the end of the file
+    tfds_range: tuple = ()     # (start, stop)
+    nbytes: int = 0            # approximate, for progress and throughput
+
+
+@dataclasses.dataclass
+class ReadStats:
+    """What reading saw besides documents: invalid UTF-8 lines per file, raw bytes."""
+    bytes: int = 0
+    invalid_utf8: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def merge(self, other: "ReadStats") -> None:
+        self.bytes += other.bytes
+        self.invalid_utf8.update(other.invalid_utf8)
+
+
+class Corpus(abc.ABC):
+    """Base: `units()` plans the work, `read(unit, stats)` streams one unit's documents."""
+    lines_are_sentences = False
+    description = ""
+
+    @abc.abstractmethod
+    def units(self) -> list[Unit]:
+        """The corpus cut into units that can be read independently, in a fixed order."""
+
+    @abc.abstractmethod
+    def read(self, unit: Unit, stats: ReadStats) -> Iterator[Document]:
+        """The documents of one unit, in order; adds what it saw to `stats`."""
+
+    def documents(self, stats: ReadStats | None = None) -> Iterator[Document]:
+        stats = stats if stats is not None else ReadStats()
+        for unit in self.units():
+            yield from self.read(unit, stats)
+
+    def fingerprint(self) -> dict:
+        """Identifies the input (names, sizes, mtimes): a resumed preparation sees a change."""
+        return {"description": self.description}
+
+
+def open_corpus(spec: str, corpus_format: str = "auto", *, tfds_data_dir: str = "",
+                unit_bytes: int = UNIT_BYTES) -> Corpus:
+    """Resolves a corpus spec (see the module docstring); raises before any expensive work."""
+    if corpus_format not in FORMATS:
+        raise ValueError(f"data.corpus_format={corpus_format!r}: expected one of {FORMATS}")
+    if not spec:
+        raise ValueError("data.corpus is empty: expected 'default', a path/glob or 'tfds:NAME'")
+    if spec == "default":
+        return DefaultCorpus()
+    if spec.startswith("tfds:"):
+        return TfdsCorpus(spec[len("tfds:"):], data_dir=tfds_data_dir)
+    return FileCorpus(spec, corpus_format, unit_bytes=unit_bytes)
+
+
+# --------------------------------------------------------------------------------------------
+# Local files.
+
+def _open_binary(path: str):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _decode(raw: bytes, path: str, stats: ReadStats) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # As BERT's convert_to_unicode: keep the valid text of the line, but count it.
+        stats.invalid_utf8[path] += 1
+        return raw.decode("utf-8", "ignore")
+
+
+def _list_files(spec: str) -> tuple[list[str], str]:
+    """Sorted files named by a file, directory or glob, and the root their keys are relative to."""
+    p = pathlib.Path(spec).expanduser()
+    if _GLOB_CHARS.search(spec):
+        files = sorted(f for f in glob.glob(str(p), recursive=True) if os.path.isfile(f))
+        root = os.path.commonpath([os.path.dirname(f) for f in files]) if files else ""
+    elif p.is_dir():
+        files = sorted(str(f) for f in p.rglob("*")
+                       if f.is_file() and not any(part.startswith(".") for part in
+                                                  f.relative_to(p).parts))
+        root = str(p)
+    elif p.is_file():
+        files, root = [str(p)], str(p.parent)
+    else:
+        raise FileNotFoundError(
+            f"data.corpus={spec!r}: no such file or directory; expected 'default', a file, a "
+            "directory, a glob or 'tfds:NAME'")
+    if not files:
+        raise FileNotFoundError(f"data.corpus={spec!r} matches no files")
+    return files, root
+
+
+def _sniff_format(path: str) -> str:
+    with _open_binary(path) as f:
+        for raw in f:
+            line = raw.strip()
+            if line:
+                return "wikiextractor" if line.startswith(b"<doc ") or line == b"<doc>" else "bert"
+    return "bert"
+
+
+class FileCorpus(Corpus):
+
+    def __init__(self, spec: str, corpus_format: str = "auto", *, unit_bytes: int = UNIT_BYTES):
+        self.files, self.root = _list_files(spec)
+        if corpus_format == "auto":
+            corpus_format = _sniff_format(self.files[0])
+        self.format = corpus_format
+        self.lines_are_sentences = corpus_format == "bert"
+        self.unit_bytes = unit_bytes
+        self.description = f"{spec} ({corpus_format}, {len(self.files)} files)"
+
+    def fingerprint(self) -> dict:
+        files = [(os.path.relpath(f, self.root), os.path.getsize(f), int(os.path.getmtime(f)))
+                 for f in self.files]
+        return {"description": self.description, "format": self.format, "files": files}
+
+    def units(self) -> list[Unit]:
+        units, pending, pending_bytes = [], [], 0
+
+        def flush():
+            nonlocal pending, pending_bytes
+            if pending:
+                units.append(Unit(segments=tuple(pending), nbytes=pending_bytes))
+            pending, pending_bytes = [], 0
+
+        for path in self.files:
+            size = os.path.getsize(path)
+            if self.format == "files" or path.endswith(".gz") or size <= self.unit_bytes:
+                pending.append((path, 0, None))
+                pending_bytes += size
+                if pending_bytes >= self.unit_bytes:
+                    flush()
+                continue
+            flush()
+            for start, end in _split_points(path, size, self.unit_bytes, self.format):
+                units.append(Unit(segments=((path, start, end),), nbytes=end - start))
+        flush()
+        return units
+
+    def read(self, unit: Unit, stats: ReadStats) -> Iterator[Document]:
+        for path, start, end in unit.segments:
+            rel = os.path.relpath(path, self.root)
+            if self.format == "files":
+                yield from _read_whole_file(path, rel, stats)
+            else:
+                lines = _lines(path, start, end, stats)
+                if self.format == "wikiextractor":
+                    yield from _wikiextractor_docs(lines, rel)
+                else:
+                    yield from _bert_docs(lines, rel)
+
+
+def _split_points(path: str, size: int, unit_bytes: int, corpus_format: str):
+    """Cuts a large file into byte ranges that each start exactly at a document."""
+    boundary = b"\n<doc " if corpus_format == "wikiextractor" else b"\n\n"
+    cuts = [0]
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        target = unit_bytes
+        while target < size:
+            i = m.find(boundary, target)
+            if i < 0:
+                break
+            cut = i + 1 if corpus_format == "wikiextractor" else i + 2
+            cuts.append(cut)
+            target = cut + unit_bytes
+    cuts.append(size)
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def _lines(path: str, start: int, end: int | None, stats: ReadStats):
+    """Yields (byte offset, decoded line without newline) for [start, end) of a file."""
+    with _open_binary(path) as f:
+        if start:
+            f.seek(start)
+        pos = start
+        for raw in f:
+            if end is not None and pos >= end:
+                break
+            stats.bytes += len(raw)
+            yield pos, _decode(raw, path, stats).rstrip("\r\n")
+            pos += len(raw)
+
+
+def _bert_docs(lines, rel: str) -> Iterator[Document]:
+    doc, key = [], None
+    for pos, line in lines:
+        line = line.strip()
+        if not line:
+            if doc:
+                yield Document(key, doc)
+            doc, key = [], None
+            continue
+        if key is None:
+            key = f"{rel}:{pos}"
+        doc.append(line)
+    if doc:
+        yield Document(key, doc)
+
+
+def _wikiextractor_docs(lines, rel: str) -> Iterator[Document]:
+    doc, key, skip_title = None, None, False
+    for pos, line in lines:
+        stripped = line.strip()
+        if stripped.startswith("<doc ") or stripped == "<doc>":
+            doc, key, skip_title = [], f"{rel}:{pos}", True
+        elif stripped == "</doc>":
+            if doc is not None:
+                yield Document(key, doc)
+            doc = None
+        elif doc is not None and stripped:
+            if skip_title:  # WikiExtractor repeats the title as the first line, not a sentence
+                skip_title = False
+                continue
+            doc.append(stripped)
+    if doc:  # a truncated file: keep what was there
+        yield Document(key, doc)
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Blank-line-separated blocks, each joined into one line (hard-wrapped text is common)."""
+    return [" ".join(block.split()) for block in re.split(r"\n\s*\n", text) if block.strip()]
+
+
+def _read_whole_file(path: str, rel: str, stats: ReadStats) -> Iterator[Document]:
+    with _open_binary(path) as f:
+        raw = f.read()
+    stats.bytes += len(raw)
+    text = "\n".join(_decode(line, path, stats) for line in raw.split(b"\n"))
+    yield Document(rel, _paragraphs(text))  # empty ones too: preparation counts them
+
+
+# --------------------------------------------------------------------------------------------
+# The built-in default corpus.
+
+class DefaultCorpus(Corpus):
+    """CPython's pydoc topics (the Language Reference chapters `help()` shows), ~0.45 MB.
+
+    Each section (a heading underlined with *, = or -) is a document; indented blocks (grammar
+    and code examples) are dropped, bullets are kept as paragraphs.
+    """
+    description = "default (CPython pydoc_data topics)"
+
+    def fingerprint(self) -> dict:
+        import sys
+        return {"description": self.description, "python": sys.version.split()[0]}
+
+    def units(self) -> list[Unit]:
+        return [Unit(nbytes=sum(len(t.encode()) for t in _pydoc_topics().values()))]
+
+    def read(self, unit: Unit, stats: ReadStats) -> Iterator[Document]:
+        for name, text in sorted(_pydoc_topics().items()):
+            stats.bytes += len(text.encode("utf-8"))
+            for i, section in enumerate(_sections(text)):
+                paragraphs = []
+                for block in re.split(r"\n\s*\n", section):
+                    if not block.strip() or block.startswith("   "):
+                        continue
+                    para = " ".join(block.split())
+                    paragraphs.append(para[2:] if para.startswith("* ") else para)
+                if paragraphs:
+                    yield Document(f"pydoc:{name}#{i}", paragraphs)
+
+
+def _pydoc_topics() -> dict:
+    try:
+        from pydoc_data import topics
+    except ImportError as e:  # some distributions strip it
+        raise FileNotFoundError(
+            "data.corpus='default' needs CPython's pydoc_data module, which this Python lacks; "
+            "point data.corpus at a text file instead") from e
+    return topics.topics
+
+
+def _sections(text: str) -> list[str]:
+    lines = text.split("\n")
+    sections, current = [], []
+    for i, line in enumerate(lines):
+        underline = i + 1 < len(lines) and re.fullmatch(r"([*=\-])\1{2,}", lines[i + 1].strip())
+        if underline and current:
+            sections.append("\n".join(current))
+            current = []
+        if re.fullmatch(r"([*=\-])\1{2,}", line.strip()):
+            continue
+        current.append(line)
+    if current:
+        sections.append("\n".join(current))
+    return sections
+
+
+# --------------------------------------------------------------------------------------------
+# TFDS text datasets.
+
+class TfdsCorpus(Corpus):
+    """A TFDS dataset's text feature; paragraphs are its non-empty lines.
+
+    Datasets stored as array_record are read by random access (no TensorFlow needed) and cut
+    into index ranges for parallel workers; other formats are read sequentially through
+    `as_dataset`, which needs TensorFlow.
+    """
+    records_per_unit = 20_000
+
+    def __init__(self, name_spec: str, data_dir: str = ""):
+        name, _, split = name_spec.partition(":")
+        self.name, self.split = name, split or "train"
+        self.data_dir = data_dir or None
+        self.description = f"tfds:{self.name}:{self.split}"
+        import tensorflow_datasets as tfds
+        try:
+            builder = tfds.builder(self.name, data_dir=self.data_dir)
+        except Exception as e:
+            raise ValueError(f"data.corpus='tfds:{name_spec}': TFDS cannot find dataset "
+                             f"{self.name!r} ({e})") from e
+        if not builder.is_prepared():
+            # The ordinary TFDS path: download and prepare once (as array_record, readable
+            # without TensorFlow).
+            builder.download_and_prepare(file_format="array_record")
+        if self.split not in builder.info.splits:
+            raise ValueError(f"data.corpus='tfds:{name_spec}': no split {self.split!r}; "
+                             f"available: {sorted(builder.info.splits)}")
+        self.text_key = _text_feature(builder, name_spec)
+        self.num_records = builder.info.splits[self.split].num_examples
+        self.random_access = builder.info.file_format is not None and \
+            builder.info.file_format.value == "array_record"
+        self._source = None
+
+    def fingerprint(self) -> dict:
+        return {"description": self.description, "num_records": self.num_records}
+
+    def units(self) -> list[Unit]:
+        if not self.random_access:
+            return [Unit(tfds_range=(0, self.num_records))]
+        step = self.records_per_unit
+        return [Unit(tfds_range=(a, min(a + step, self.num_records)))
+                for a in range(0, self.num_records, step)]
+
+    def read(self, unit: Unit, stats: ReadStats) -> Iterator[Document]:
+        import tensorflow_datasets as tfds
+        start, stop = unit.tfds_range
+        if self.random_access:
+            if self._source is None:  # opened lazily: units are read in worker processes
+                self._source = tfds.data_source(self.name, split=self.split,
+                                                data_dir=self.data_dir, download=False)
+            records = (self._source[i] for i in range(start, stop))
+        else:
+            records = tfds.as_numpy(tfds.load(self.name, split=self.split,
+                                              data_dir=self.data_dir, download=False))
+        for i, record in zip(range(start, stop), records):
+            text = record[self.text_key]
+            if isinstance(text, bytes):
+                stats.bytes += len(text)
+                text = _decode(text, f"{self.description}[{i}]", stats)
+            else:
+                stats.bytes += len(text.encode("utf-8"))
+            yield Document(f"{self.description}:{i}",
+                           [p.strip() for p in text.split("\n") if p.strip()])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_source"] = None  # file handles do not cross process boundaries
+        return state
+
+
+def _text_feature(builder, name_spec: str) -> str:
+    import tensorflow_datasets as tfds
+    features = builder.info.features
+    if "text" in features:
+        return "text"
+    texts = [k for k, v in features.items() if isinstance(v, tfds.features.Text)]
+    if len(texts) == 1:
+        return texts[0]
+    raise ValueError(f"data.corpus='tfds:{name_spec}': expected a 'text' feature (or exactly one "
+                     f"Text feature); found features {list(features)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Sentences.
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of one paragraph, by Bling Fire's sentence breaker (a maintained model, fast C).
+
+    Called per paragraph so that a paragraph end always ends a sentence.
+    """
+    import blingfire
+    return [s for s in blingfire.text_to_sentences(paragraph).split("\n") if s.strip()]
+
+
+def sentences(doc: Document, lines_are_sentences: bool) -> list[str]:
+    if lines_are_sentences:
+        return doc.lines
+    return [s for para in doc.lines for s in split_sentences(para)]

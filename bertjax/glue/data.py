@@ -59,9 +59,11 @@ def encode_split(split: tasks.Split, tok, max_seq_length: int) -> Encoded:
         raise ValueError(f"max_seq_length={max_seq_length} leaves no room for text")
     chunks, first, lengths, truncated = [], [], [], 0
     cls, sep = [tok.cls_id], [tok.sep_id]
+    texts_a = tok.encode_batch(split.text_a)
+    texts_b = tok.encode_batch(split.text_b) if pair else None
     for i in range(len(split)):
-        a = tok.encode(split.text_a[i])
-        b = tok.encode(split.text_b[i]) if pair else None
+        a = list(texts_a[i])
+        b = list(texts_b[i]) if pair else None
         truncated += truncate_pair(a, b, budget)
         ids = cls + a + sep + (b + sep if pair else [])
         chunks.append(np.asarray(ids, np.int32))

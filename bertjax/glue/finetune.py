@@ -87,22 +87,24 @@ def _check_tokenizer_identity(tok, identity: Mapping, where: str) -> None:
                 f"({key}={mine.get(key)}). Pass the checkpoint's tokenizer with --tokenizer.")
 
 
-def init_params(model, init: Init, seed: int) -> dict:
-    """Fresh parameters for `model` with the pretrained encoder (if any) put in. The classifier
-    head, and the encoder of a random-init baseline, come from `seed`."""
-    ids = jnp.zeros((1, 8), jnp.int32)
-    init_fn = lambda rng: model.init(rng, ids, ids, ids)["params"]  # noqa: E731
-    if init.bert_params is not None:
-        # Shapes first (nothing materialised): a checkpoint that does not fit is an error here.
-        expect = transfer.flatten(jax.eval_shape(init_fn, jax.random.PRNGKey(0))["bert"])
-        got = transfer.flatten(init.bert_params)
-        bad = sorted(set(expect) ^ set(got)) or [
-            k for k in expect if tuple(expect[k].shape) != tuple(np.shape(got[k]))]
-        if bad:
-            raise ValueError(f"checkpoint encoder does not fit the model: differing keys or "
-                             f"shapes {bad[:5]} ({len(bad)} in all)")
-    params = jax.jit(init_fn)(jax.random.PRNGKey(seed))
-    params = flax.core.unfreeze(params)
+def check_encoder_fits(param_shapes: Mapping, init: Init) -> None:
+    """Compares shapes only (nothing materialised): a checkpoint that does not fit the model is
+    an error before anything is compiled."""
+    if init.bert_params is None:
+        return
+    expect = transfer.flatten(param_shapes["bert"])
+    got = transfer.flatten(init.bert_params)
+    bad = sorted(set(expect) ^ set(got)) or [
+        k for k in expect if tuple(expect[k].shape) != tuple(np.shape(got[k]))]
+    if bad:
+        raise ValueError(f"checkpoint encoder does not fit the model: differing keys or "
+                         f"shapes {bad[:5]} ({len(bad)} in all)")
+
+
+def init_params(init_fn: Callable, init: Init, seed: int) -> dict:
+    """Fresh parameters with the pretrained encoder (if any) put in. The classifier head, and
+    the encoder of a random-init baseline, come from `seed`."""
+    params = flax.core.unfreeze(init_fn(jax.random.PRNGKey(seed)))
     if init.bert_params is not None:
         params["bert"] = jax.tree_util.tree_map(jnp.asarray, init.bert_params)
     return params
@@ -170,6 +172,7 @@ def eval_step(trainable, frozen, batch, *, model):
 class Compiled:
     """A task's model, optimizer and jitted steps, shared by all its runs."""
     model: Any
+    init_fn: Callable                  # rng -> a fresh parameter tree
     predicate: Callable[[str], bool]
     tx: optax.GradientTransformation
     train: Callable
@@ -191,15 +194,28 @@ def compile_task(config, spec: tasks.TaskSpec, init: Init) -> Compiled:
                                  feature_dropout=config.model.hidden_dropout_rate)
     predicate = transfer.trainable_predicate(config.mode, init.model_config,
                                              config.trainable_layers)
-    shapes = jax.eval_shape(lambda: model.init(
-        jax.random.PRNGKey(0), *(jnp.zeros((1, 8), jnp.int32),) * 3)["params"])
+    ids = jnp.zeros((1, 8), jnp.int32)
+    init_fn = jax.jit(lambda rng: model.init(rng, ids, ids, ids)["params"])
+    shapes = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+    check_encoder_fits(shapes, init)
     trainable_shapes, _ = transfer.split_params(shapes, predicate)
     tx = make_optimizer(config.optim, trainable_shapes)
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
     train = jax.jit(functools.partial(train_step, model=model, tx=tx,
                                       regression=spec.is_regression), donate_argnums=0)
     evaluate = jax.jit(functools.partial(eval_step, model=model))
-    return Compiled(model, predicate, tx, train, evaluate, mesh)
+    return Compiled(model, init_fn, predicate, tx, train, evaluate, mesh)
+
+
+def create_state(comp: Compiled, init: Init, seed: int) -> tuple[TrainState, dict]:
+    """(train state over the trainable parameters, frozen parameters), both on the mesh."""
+    trainable, frozen = transfer.split_params(init_params(comp.init_fn, init, seed),
+                                              comp.predicate)
+    trainable, frozen = comp.put_replicated(trainable), comp.put_replicated(frozen)
+    state = TrainState(step=comp.put_replicated(jnp.zeros((), jnp.int32)), params=trainable,
+                       opt_state=comp.put_replicated(comp.tx.init(trainable)),
+                       rng=comp.put_replicated(jax.random.PRNGKey(seed + 1_000_003)))
+    return state, frozen
 
 
 # --- One run: a (learning rate, batch size, seed) --------------------------------------------
@@ -287,12 +303,7 @@ def run_one(config, comp: Compiled, init: Init, inputs: TaskInputs, *, lr: float
             batch_size: int, seed: int, log_path: pathlib.Path) -> dict:
     """Fine-tunes once; returns dev metrics (best and final), test predictions and speed."""
     spec = inputs.spec
-    params = init_params(comp.model, init, seed)
-    trainable, frozen = transfer.split_params(params, comp.predicate)
-    trainable, frozen = comp.put_replicated(trainable), comp.put_replicated(frozen)
-    state = TrainState(step=comp.put_replicated(jnp.zeros((), jnp.int32)), params=trainable,
-                       opt_state=comp.put_replicated(comp.tx.init(trainable)),
-                       rng=comp.put_replicated(jax.random.PRNGKey(seed + 1_000_003)))
+    state, frozen = create_state(comp, init, seed)
 
     per_epoch = data.steps_per_epoch(inputs.train, batch_size, inputs.buckets)
     total = per_epoch * config.epochs
@@ -447,21 +458,8 @@ def finetune_task(config, spec: tasks.TaskSpec, task_data: tasks.TaskData, init:
                 runs.append(_run_or_reuse(config, comp, init, inputs, task_dir, fingerprint,
                                           lr=lr, batch_size=bs, seed=seed))
 
-    # Score each grid point by the median over seeds of the primary dev metric.
-    grid = []
-    for bs in config.batch_sizes:
-        for lr in config.learning_rates:
-            mine = [r for r in runs if r["learning_rate"] == lr and r["batch_size"] == bs]
-            grid.append({"learning_rate": lr, "batch_size": bs, "median_dev_" + spec.primary:
-                         float(np.median([r["dev"][spec.primary] for r in mine]))})
-    chosen = max(grid, key=lambda g: g["median_dev_" + spec.primary])
-    chosen_runs = [r for r in runs if r["learning_rate"] == chosen["learning_rate"]
-                   and r["batch_size"] == chosen["batch_size"]]
-    keys = list(chosen_runs[0]["dev"])
-    median = {k: float(np.median([r["dev"][k] for r in chosen_runs])) for k in keys}
-    # The submission comes from the chosen point's best run on dev (BERT's "several random
-    # restarts ... selected the best model on the Dev set"); the reported numbers are medians.
-    sub_run = max(chosen_runs, key=lambda r: r["dev"][spec.primary])
+    grid, chosen, median, sub_run = select(runs, spec.primary)
+    chosen_runs = [r for r in runs if _at(r, chosen)]
     files = []
     if config.predict_test:
         preds = np.load(task_dir / "runs" / f"{sub_run['name']}.test.npz")
@@ -496,6 +494,30 @@ def finetune_task(config, spec: tasks.TaskSpec, task_data: tasks.TaskData, init:
     }
     _write_json(results_path, results)
     return results
+
+
+def _at(run: Mapping, point: Mapping) -> bool:
+    return (run["learning_rate"] == point["learning_rate"]
+            and run["batch_size"] == point["batch_size"])
+
+
+def select(runs: list[Mapping], primary: str):
+    """Best-on-dev selection over the grid. A grid point scores the median over its seeds of
+    the primary dev metric; the best point's per-metric medians are the reported result. The
+    submission run is that point's best seed on dev (BERT: "several random restarts ...
+    selected the best model on the Dev set"). -> (grid, chosen point, medians, submission run)
+    """
+    points = list(dict.fromkeys((r["learning_rate"], r["batch_size"]) for r in runs))
+    grid = []
+    for lr, bs in points:
+        mine = [r for r in runs if r["learning_rate"] == lr and r["batch_size"] == bs]
+        grid.append({"learning_rate": lr, "batch_size": bs, "seeds": len(mine),
+                     f"median_dev_{primary}": float(np.median([r["dev"][primary]
+                                                               for r in mine]))})
+    chosen = max(grid, key=lambda g: g[f"median_dev_{primary}"])  # first of equals wins
+    mine = [r for r in runs if _at(r, chosen)]
+    median = {k: float(np.median([r["dev"][k] for r in mine])) for k in mine[0]["dev"]}
+    return grid, chosen, median, max(mine, key=lambda r: r["dev"][primary])
 
 
 def _run_or_reuse(config, comp, init, inputs, task_dir, fingerprint, *, lr, batch_size, seed):

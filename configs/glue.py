@@ -2,14 +2,16 @@
 
 <task> is a GLUE task (CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI) or `all` (every
 task found under --glue_dir, one summary). Presets:
-  tiny     local smoke/demo: tiny random-init model, short sequences, 1 epoch on at most 2,000
-           training examples, one learning rate and seed (minutes on a CPU)
+  tiny     local smoke/demo: tiny model (random init; or the checkpoint's), sequences of at
+           most 64 tokens, 1 epoch on at most 2,000 training examples (all of them with
+           --config.max_train_examples=0), one learning rate and seed; full dev sets
   feature  feature-based transfer: frozen encoder, ELMo scalar mix, small classifier
   partial  only the top `trainable_layers` encoder layers (+ pooler and classifier) train
   grid     BERT's appendix grid: batch size in {16, 32} as well as the three learning rates
   gpu      bfloat16 compute and the fused cuDNN attention (no attention-probability dropout)
 
-Every field can be overridden: `--config.learning_rates='(1e-4,)' --config.num_seeds=3`.
+Presets apply left to right (`tiny,feature` keeps feature's learning rates). Every field can be
+overridden: `--config.learning_rates='(1e-4,)' --config.num_seeds=3`.
 """
 import ml_collections
 
@@ -82,7 +84,7 @@ def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
         c.max_seq_length = 64
         c.buckets = (32, 64)
         c.max_train_examples = 2000
-        c.max_eval_examples = 500
+        c.max_eval_examples = 0        # dev sets are small enough to score in full
         c.epochs = 1
         c.learning_rates = (1e-3,)     # a tiny model trained briefly needs a large step
         c.batch_sizes = (32,)

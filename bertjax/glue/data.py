@@ -52,7 +52,7 @@ def truncate_pair(a: list[int], b: list[int] | None, max_tokens: int) -> bool:
 
 
 def encode_split(split: tasks.Split, tok, max_seq_length: int) -> Encoded:
-    """Tokenises a Split with `tok` (bertjax.data.tokenizer interface) into `[CLS] A [SEP] B [SEP]`."""
+    """A Split -> `[CLS] A [SEP] B [SEP]` ids, with `tok` from bertjax.data.tokenizer.load."""
     pair = split.text_b is not None
     budget = max_seq_length - (3 if pair else 2)
     if budget < 2:

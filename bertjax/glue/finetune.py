@@ -29,6 +29,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bertjax import checkpoint
+from bertjax.data import tokenizer as tokenizer_lib
 from bertjax.glue import data, metrics, report, tasks, transfer
 from bertjax.models import bert
 
@@ -53,8 +54,6 @@ class Init:
 def resolve_init(config: ml_collections.ConfigDict, init_checkpoint: str,
                  tokenizer_path: str = "") -> Init:
     """Loads the checkpoint (if any) and the tokenizer, and checks that they belong together."""
-    from bertjax.data import tokenizer as tokenizer_lib
-
     tok_path = tokenizer_path or config.tokenizer
     if not tok_path:
         raise ValueError("no tokenizer: pass --tokenizer or set --config.tokenizer")
@@ -112,7 +111,8 @@ def init_params(init_fn: Callable, init: Init, seed: int) -> dict:
 
 # --- Optimizer and step functions -------------------------------------------------------------
 
-def make_optimizer(o: ml_collections.ConfigDict, trainable: Mapping) -> optax.GradientTransformation:
+def make_optimizer(o: ml_collections.ConfigDict,
+                   trainable: Mapping) -> optax.GradientTransformation:
     """AdamW as in BERT (clip 1.0, decay mask), *without* the learning rate: train_step scales
     the update by a learning rate passed in each step, so one compiled step serves every
     learning rate and schedule of the grid."""
@@ -407,6 +407,9 @@ def prepare_inputs(config, spec: tasks.TaskSpec, task_data: tasks.TaskData, tok)
                         subsampled=cut)
     for where, e in [("train", inputs.train), *inputs.dev.items(), *inputs.test.items()]:
         bert.check_token_ids(e.tokens, tok.vocab_size, where=f"{spec.name} {where or 'dev'} ids")
+    for split, e in [(train, inputs.train), *[(dev[k], e) for k, e in inputs.dev.items()]]:
+        if len(e) == 0:
+            raise ValueError(f"{split.path}: no examples; fine-tuning needs labelled rows")
     return inputs
 
 
@@ -446,10 +449,9 @@ def finetune_task(config, spec: tasks.TaskSpec, task_data: tasks.TaskData, init:
                 f"({old.get('fingerprint')} != {fingerprint}); use a new --workdir")
         logging.info("%s: results exist in %s; reusing them", spec.name, results_path)
         return old
-    (task_dir / "runs").mkdir(parents=True, exist_ok=True)
-
     inputs = prepare_inputs(config, spec, task_data, init.tokenizer)
     comp = compile_task(config, spec, init)
+    (task_dir / "runs").mkdir(parents=True, exist_ok=True)
     seeds = seeds_for(config, spec)
     runs = []
     for bs in config.batch_sizes:
@@ -615,6 +617,8 @@ def run(config: ml_collections.ConfigDict, glue_dir: str, init_checkpoint: str, 
         logging.warning("skipping %s: %s", name, why)
 
     init = resolve_init(config, init_checkpoint, tokenizer_path)
+    # The transfer mode must suit the model (e.g. partial needs unrolled layers): say so now.
+    transfer.trainable_predicate(config.mode, init.model_config, config.trainable_layers)
     # Read every file of every task (cheap next to training) before fine-tuning anything: a
     # malformed row in MNLI is an error now, not after CoLA and SST-2 have trained.
     loaded = {spec.name: (tasks.load_task_tfds(spec, glue_dir or None)

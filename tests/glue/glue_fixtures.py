@@ -64,8 +64,9 @@ def write_task(root: pathlib.Path, task: str, seed: int = 0) -> dict:
     elif task == "STS-B":
         h = ["index", "genre", "filename", "year", "old_index", "source1", "source2",
              "sentence1", "sentence2"]
-        row = lambda i: [i, "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none",  # noqa: E731
-                         s(), s()]
+        def row(i):
+            return [i, "main-captions", "MSRvid", "2012test", f"{i:04d}", "none", "none", s(),
+                    s()]
         for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
             both(name, h + ["score"], lambda i: row(i) + [f"{r.uniform(0, 5):.3f}"], n)
         both("test.tsv", h, row, n_test)
@@ -78,8 +79,9 @@ def write_task(root: pathlib.Path, task: str, seed: int = 0) -> dict:
         h = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse",
              "sentence2_binary_parse", "sentence1_parse", "sentence2_parse", "sentence1",
              "sentence2"]
-        row = lambda i: [i, 100 + i, f"{100 + i}e", "fiction", "( ( x ) )", "( y )",  # noqa: E731
-                         "(ROOT (S x))", "(ROOT (S y))", s(), s()]
+        def row(i):
+            return [i, 100 + i, f"{100 + i}e", "fiction", "( ( x ) )", "( y )", "(ROOT (S x))",
+                    "(ROOT (S y))", s(), s()]
         def labelled(i, annotators):
             gold = r.choice(NLI)
             return row(i) + [gold] * annotators + [gold]

@@ -199,3 +199,35 @@ def test_bad_config_and_data_fail_before_any_training(tmp_path, micro, glue_toke
         finetune.run(micro("CoLA"), str(root), "", str(tmp_path / "c"),
                      str(glue_tokenizer_path))
     assert not (tmp_path / "c").exists()  # nothing written before the data is known good
+    write_task(root, "RTE")
+    (root / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")
+    with pytest.raises(ValueError, match=r"RTE/train.tsv: no examples"):
+        finetune.run(micro("RTE"), str(root), "", str(tmp_path / "d"), str(glue_tokenizer_path))
+    assert not (tmp_path / "d" / "RTE").exists()
+
+
+def _fake_results(workdir, task, primary, values, init):
+    runs = [{"learning_rate": 2e-5, "batch_size": 32, "seed": s, "dev": {primary: v},
+             "best_step": 1, "steps": 1, "train_examples_per_s": 1.0,
+             "eval_examples_per_s": 1.0} for s, v in enumerate(values)]
+    r = {"task": task, "primary": primary, "metrics": {primary: float(np.median(values))},
+         "selected": {"learning_rate": 2e-5, "batch_size": 32}, "seeds": list(range(len(values))),
+         "runs": runs, "init": init, "mode": "full", "train_examples_per_s": 1.0,
+         "eval_examples_per_s": 1.0, "subsampled": False}
+    (workdir / task).mkdir(parents=True)
+    (workdir / task / "results.json").write_text(json.dumps(r))
+
+
+def test_compare_table_puts_workdirs_side_by_side(tmp_path):
+    _fake_results(tmp_path / "pre", "SST-2", "accuracy", [0.80, 0.82, 0.81], "ckpt")
+    _fake_results(tmp_path / "pre", "CoLA", "mcc", [0.20, 0.30, 0.25], "ckpt")
+    _fake_results(tmp_path / "rand", "SST-2", "accuracy", [0.60, 0.55, 0.58], "random")
+    table = report.compare_table([str(tmp_path / "pre"), str(tmp_path / "rand")],
+                                 ["pretrained", "random init"])
+    lines = table.splitlines()
+    assert lines[0] == "| Task | Metric | pretrained | random init |"
+    assert lines[2] == "| CoLA | MCC | 25.0 (20.0–30.0) | – |"
+    assert lines[3] == "| SST-2 | acc | 81.0 (80.0–82.0) | 58.0 (55.0–60.0) |"
+    assert lines[4] == "| GLUE avg (BERT paper) | | n/a | n/a |"
+    with pytest.raises(FileNotFoundError, match="no <task>/results.json"):
+        report.compare_table([str(tmp_path / "nothing")])

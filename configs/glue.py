@@ -86,7 +86,9 @@ def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
         c.max_train_examples = 2000
         c.max_eval_examples = 0        # dev sets are small enough to score in full
         c.epochs = 1
-        c.learning_rates = (1e-3,)     # a tiny model trained briefly needs a large step
+        # Measured on SST-2 (one epoch, one seed each): at 1e-3 both the random-init and a
+        # briefly pretrained tiny model stayed at the majority class; at 3e-4 both learned.
+        c.learning_rates = (3e-4,)
         c.batch_sizes = (32,)
         c.eval_batch_size = 64
         c.num_seeds = 1

@@ -231,3 +231,17 @@ def test_compare_table_puts_workdirs_side_by_side(tmp_path):
     assert lines[4] == "| GLUE avg (BERT paper) | | n/a | n/a |"
     with pytest.raises(FileNotFoundError, match="no <task>/results.json"):
         report.compare_table([str(tmp_path / "nothing")])
+
+
+def test_feature_mode_learns_the_pair_task_from_frozen_random_features(
+        tmp_path, micro, glue_tokenizer_path):
+    # Learned position embeddings (BERT's original) for the frozen random encoder: with the
+    # sinusoidal default, positions (amplitude 1) dwarf the 0.02-scale word embeddings at
+    # initialisation and a frozen random encoder barely tells 'yes' from 'no'.
+    root = write_keyword_task(tmp_path / "glue")
+    config = micro("RTE", mode="feature", max_train_examples=0, epochs=2,
+                   learning_rates=(1e-3,), predict_test=False)
+    config.model.position_embedding = "learned"
+    summary = finetune.run(config, str(root), "", str(tmp_path / "wd"), str(glue_tokenizer_path))
+    assert summary["tasks"]["RTE"]["mode"] == "feature"
+    assert summary["tasks"]["RTE"]["metrics"]["accuracy"] > 0.95

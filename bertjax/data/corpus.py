@@ -1,11 +1,11 @@
 """Text corpora as streams of documents, cut into independent work units for parallel reading.
 
 A corpus spec is one of
-  'default'                       English text that ships with CPython (pydoc_data): offline anywhere;
+  'default'                       English text shipped with CPython (pydoc_data), offline anywhere;
   a path, directory or glob       local files, `.gz` read transparently, in one of the formats
                                   'bert' (one sentence per line, blank line between documents),
                                   'wikiextractor' (<doc ...> ... </doc>, one paragraph per line) or
-                                  'files' (one document per file, paragraphs separated by blank lines);
+                                  'files' (one document per file, blank lines between paragraphs);
                                   'auto' picks 'wikiextractor' when the first line is a <doc> tag,
                                   otherwise 'bert' (one-document-per-file must be asked for);
   'tfds:NAME[/CONFIG][:SPLIT]'    a TFDS text dataset (its 'text' feature), e.g. 'tfds:c4/en'.
@@ -16,6 +16,7 @@ stable across machines and worker counts.
 """
 from __future__ import annotations
 
+import abc
 import collections
 import dataclasses
 import glob
@@ -27,7 +28,8 @@ import re
 from typing import Iterator
 
 FORMATS = ("auto", "bert", "wikiextractor", "files")
-UNIT_BYTES = 8 << 20  # work unit size: small enough to balance 2..64 workers, large enough to amortise
+# Work unit size: small enough to balance 2..64 workers, large enough to amortise a unit's setup.
+UNIT_BYTES = 8 << 20
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -57,16 +59,18 @@ class ReadStats:
         self.invalid_utf8.update(other.invalid_utf8)
 
 
-class Corpus:
+class Corpus(abc.ABC):
     """Base: `units()` plans the work, `read(unit, stats)` streams one unit's documents."""
     lines_are_sentences = False
     description = ""
 
+    @abc.abstractmethod
     def units(self) -> list[Unit]:
-        raise NotImplementedError
+        """The corpus cut into units that can be read independently, in a fixed order."""
 
+    @abc.abstractmethod
     def read(self, unit: Unit, stats: ReadStats) -> Iterator[Document]:
-        raise NotImplementedError
+        """The documents of one unit, in order; adds what it saw to `stats`."""
 
     def documents(self, stats: ReadStats | None = None) -> Iterator[Document]:
         stats = stats if stats is not None else ReadStats()
@@ -74,7 +78,7 @@ class Corpus:
             yield from self.read(unit, stats)
 
     def fingerprint(self) -> dict:
-        """Identifies the input (names, sizes, mtimes) so a resumed preparation can tell it changed."""
+        """Identifies the input (names, sizes, mtimes): a resumed preparation sees a change."""
         return {"description": self.description}
 
 

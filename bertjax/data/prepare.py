@@ -140,7 +140,8 @@ def _run_unit(index_and_unit: tuple[int, corpus_lib.Unit]) -> tuple[int, dict]:
                 counts["empty_documents"] += 1
                 continue
             lengths = np.fromiter(map(len, ids), np.int32, count=len(ids))
-            tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype, count=int(lengths.sum()))
+            tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype,
+                                 count=int(lengths.sum()))
             u = _unit_interval(doc.key)
             split = "eval" if u < job.eval_fraction else "train"
             if split == "train":
@@ -231,7 +232,8 @@ class Documents(dataset_builder.FileReaderBuilder):
                         records += [train[j] for j in moved[i]]
                     _write_all(dst, records)
                 else:
-                    _link_or_copy(paths[split], dst)  # not a move: keeps the work until TFDS's rename
+                    # Not a move: the work stays until TFDS has renamed the dataset into place.
+                    _link_or_copy(paths[split], dst)
                 num_bytes += os.path.getsize(dst)
             splits.append(tfds.core.SplitInfo(name=split, shard_lengths=[n for _, n in shards],
                                               num_bytes=num_bytes, filename_template=template))
@@ -386,7 +388,7 @@ def prepare(corpus_spec: str, tokenizer_path: str, prepared_dir: str | os.PathLi
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     shutil.rmtree(work_dir, ignore_errors=True)
-    _remove_empty_dirs(pathlib.Path(prepared_dir) / "downloads")  # TFDS makes them; we download nothing
+    _remove_empty_dirs(pathlib.Path(prepared_dir) / "downloads")  # TFDS makes it; nothing to fetch
     meta = metadata(prepared_dir)
     logging.info("prepared %s into %s: %s", corpus.description, prepared_dir,
                  json.dumps(meta["stats"]))

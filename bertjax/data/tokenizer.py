@@ -21,7 +21,8 @@ import sentencepiece as spm
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_IDS = {PAD: 0, UNK: 1, CLS: 2, SEP: 3, MASK: 4}
 MODEL_TYPES = ("unigram", "bpe")
-WORD_START = "\u2581"  # SentencePiece's whitespace marker, the first character of word-initial pieces
+# SentencePiece's whitespace marker: the first character of every word-initial piece.
+WORD_START = "\u2581"
 
 
 class Tokenizer:

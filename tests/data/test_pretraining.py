@@ -1,6 +1,5 @@
 """The Grain pipeline end to end on synthetic documents whose token ids give their provenance."""
 import json
-import pathlib
 
 import grain
 import numpy as np
@@ -136,15 +135,15 @@ def test_resume_from_state_continues_with_the_next_batch(synthetic, data_config,
     for want, got in zip(expected, _take(fresh, 3)):
         assert all(np.array_equal(want[k], got[k]) for k in pretraining.BATCH_KEYS)
 
-    # The same through Grain's Orbax checkpoint handler.
+    # The same through Orbax, with Grain's checkpoint handler (what the trainer uses).
+    import orbax.checkpoint as ocp
     it = pretraining.make_iterator(cfg, prepared, global_batch_size=48, seed=0)
     _take(it, 7)
-    ckpt = tmp_path / "iterator"
-    ckpt.mkdir()
-    from etils import epath
-    grain.checkpoint.CheckpointHandler().save(epath.Path(ckpt), item=it)
-    restored = pretraining.make_iterator(cfg, prepared, global_batch_size=48, seed=0)
-    grain.checkpoint.CheckpointHandler().restore(epath.Path(ckpt), item=restored)
+    with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
+        mngr.save(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+        mngr.wait_until_finished()
+        restored = pretraining.make_iterator(cfg, prepared, global_batch_size=48, seed=0)
+        mngr.restore(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
     assert np.array_equal(next(restored)["input_ids"], expected[0]["input_ids"])
 
 
@@ -226,3 +225,66 @@ def test_eval_split_is_fixed_and_independent_of_the_seed(make_synthetic, data_co
     train = next(pretraining.make_iterator(cfg, prepared, global_batch_size=64, seed=1))
     eval_ids = set(_unmask(a).ravel().tolist()) - {0, 2, 3}
     assert not eval_ids & (set(_unmask(train).ravel().tolist()) - {0, 2, 3})
+
+
+def _reference_truncate(la, lb, max_tokens):
+    """BERT's truncate_seq_pair, one token at a time (lengths only)."""
+    while la + lb > max_tokens:
+        if la > lb:
+            la -= 1
+        else:
+            lb -= 1
+    return la, lb
+
+
+def test_closed_form_truncation_equals_the_reference_loop():
+    import random
+    r = random.Random(0)
+    for _ in range(5000):
+        la, lb, m = r.randint(1, 300), r.randint(1, 300), r.randint(2, 200)
+        got_la, got_lb, a0, b0 = pretraining._truncate_pair(1000, la, 5000, lb, m, r)
+        assert (got_la, got_lb) == _reference_truncate(la, lb, m), (la, lb, m)
+        assert 1000 <= a0 <= 1000 + la - got_la and 5000 <= b0 <= 5000 + lb - got_lb
+    # Each trimmed token comes off the front with probability 1/2.
+    fronts = [pretraining._truncate_pair(0, 400, 0, 1, 201, r)[2] for _ in range(2000)]
+    assert abs(np.mean(fronts) / 200 - 0.5) < 0.01
+
+
+def test_mlm_only_rows_partition_each_document():
+    rng = np.random.default_rng(0)
+    lengths = np.array([5, 300, 7, 40, 2], np.int32)  # one sentence longer than a row
+    doc = {"tokens": np.arange(5, 5 + lengths.sum()).astype(np.uint16),
+           "sentence_lengths": lengths}
+    opts = pretraining.PairingOptions(max_seq_len=64, short_seq_prob=0.0, nsp=False)
+    out = pretraining.create_instances([doc], [0], rng, opts)
+    pieces = []
+    for ids, mask in zip(out["input_ids"], out["input_mask"]):
+        n = int(mask.sum())
+        assert ids[0] == CLS and ids[n - 1] == SEP and 3 <= n <= 64
+        pieces.append(ids[1:n - 1])
+    assert np.array_equal(np.sort(np.concatenate(pieces)), doc["tokens"])
+    assert (out["segment_ids"] == 0).all() and (out["nsp_label"] == 0).all()
+
+
+@pytest.mark.slow
+def test_worker_processes_are_deterministic_and_resumable(synthetic, data_config):
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
+        flags.FLAGS.mark_as_parsed()
+    prepared, _ = synthetic
+    cfg = data_config(num_workers=2)
+    it = pretraining.make_iterator(cfg, prepared, global_batch_size=32, seed=0)
+    _take(it, 5)
+    state = json.loads(json.dumps(it.get_state()))
+    expected = _take(it, 3)
+    it.close()
+    again = pretraining.make_iterator(cfg, prepared, global_batch_size=32, seed=0)
+    first = _take(again, 8)
+    again.close()
+    for want, got in zip(expected, first[5:]):
+        assert np.array_equal(want["input_ids"], got["input_ids"])
+    resumed = pretraining.make_iterator(cfg, prepared, global_batch_size=32, seed=0)
+    resumed.set_state(state)
+    for want, got in zip(expected, _take(resumed, 3)):
+        assert all(np.array_equal(want[k], got[k]) for k in pretraining.BATCH_KEYS)
+    resumed.close()

@@ -1,0 +1,146 @@
+"""GLUE examples -> `[CLS] A [SEP] B [SEP]` token ids -> length-bucketed, padded batches.
+
+Tokenised examples are stored ragged (one flat token array plus offsets), so memory follows the
+real text, not max_seq_length. Each batch is padded only to its bucket's length (e.g. 64, 128):
+the step functions then compile once per bucket instead of padding everything to 512, and a
+batch of short sentences costs what short sentences should.
+
+Batches are plain numpy dicts:
+  input_ids, segment_ids, input_mask  int32 [batch, bucket_length]
+  labels                              int32 [batch] (float32 for regression)
+  weights                             float32 [batch]; 0 marks a padding row
+  example                             int32 [batch]; the example's row in its Split, -1 = padding
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from bertjax.glue import tasks
+
+
+@dataclasses.dataclass
+class Encoded:
+    tokens: np.ndarray        # int32 [total tokens]: all examples' ids, [CLS]/[SEP] included
+    offsets: np.ndarray       # int64 [n + 1]: example i is tokens[offsets[i]:offsets[i + 1]]
+    first_segment: np.ndarray  # int32 [n]: tokens in segment 0 ([CLS] A [SEP])
+    labels: np.ndarray | None
+    truncated: int            # how many examples lost tokens to truncation
+
+    def __len__(self) -> int:
+        return len(self.first_segment)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def truncate_pair(a: list[int], b: list[int] | None, max_tokens: int) -> bool:
+    """Longest-first truncation in place, as BERT's `_truncate_seq_pair`: drop the last token
+    of the longer sequence (of B on a tie) until both fit. Returns whether anything was cut."""
+    if b is None:
+        cut = len(a) > max_tokens
+        del a[max_tokens:]
+        return cut
+    cut = False
+    while len(a) + len(b) > max_tokens:
+        (a if len(a) > len(b) else b).pop()
+        cut = True
+    return cut
+
+
+def encode_split(split: tasks.Split, tok, max_seq_length: int) -> Encoded:
+    """A Split -> `[CLS] A [SEP] B [SEP]` ids, with `tok` from bertjax.data.tokenizer.load."""
+    pair = split.text_b is not None
+    budget = max_seq_length - (3 if pair else 2)
+    if budget < 2:
+        raise ValueError(f"max_seq_length={max_seq_length} leaves no room for text")
+    chunks, first, lengths, truncated = [], [], [], 0
+    cls, sep = [tok.cls_id], [tok.sep_id]
+    texts_a = tok.encode_batch(split.text_a)
+    texts_b = tok.encode_batch(split.text_b) if pair else None
+    for i in range(len(split)):
+        a = list(texts_a[i])
+        b = list(texts_b[i]) if pair else None
+        truncated += truncate_pair(a, b, budget)
+        ids = cls + a + sep + (b + sep if pair else [])
+        chunks.append(np.asarray(ids, np.int32))
+        first.append(len(a) + 2)
+        lengths.append(len(ids))
+    offsets = np.zeros(len(chunks) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
+    return Encoded(tokens, offsets, np.asarray(first, np.int32), split.labels, truncated)
+
+
+def bucket_lengths(buckets: Sequence[int], max_seq_length: int) -> tuple[int, ...]:
+    """The configured buckets below max_seq_length, plus max_seq_length itself."""
+    return tuple(sorted({int(b) for b in buckets if 0 < int(b) < max_seq_length}
+                        | {int(max_seq_length)}))
+
+
+def assign_buckets(lengths: np.ndarray, buckets: Sequence[int]) -> np.ndarray:
+    """Index of the smallest bucket that holds each length."""
+    buckets = np.asarray(buckets)
+    which = np.searchsorted(buckets, lengths, side="left")
+    if lengths.size and which.max() >= len(buckets):
+        raise ValueError(f"an example of length {lengths.max()} exceeds the largest bucket "
+                         f"{buckets[-1]}")
+    return which
+
+
+def make_batch(enc: Encoded, rows: np.ndarray, batch_size: int, length: int) -> dict:
+    """Rows of `enc` padded to [batch_size, length]; missing rows get weight 0."""
+    ids = np.zeros((batch_size, length), np.int32)
+    seg = np.zeros((batch_size, length), np.int32)
+    mask = np.zeros((batch_size, length), np.int32)
+    regression = enc.labels is not None and enc.labels.dtype.kind == "f"
+    labels = np.zeros(batch_size, np.float32 if regression else np.int32)
+    weights = np.zeros(batch_size, np.float32)
+    example = np.full(batch_size, -1, np.int32)
+    for j, r in enumerate(rows):
+        start, end = enc.offsets[r], enc.offsets[r + 1]
+        n = end - start
+        ids[j, :n] = enc.tokens[start:end]
+        seg[j, enc.first_segment[r]:n] = 1
+        mask[j, :n] = 1
+        weights[j] = 1.0
+        example[j] = r
+        if enc.labels is not None:
+            labels[j] = enc.labels[r]
+    return {"input_ids": ids, "segment_ids": seg, "input_mask": mask, "labels": labels,
+            "weights": weights, "example": example}
+
+
+def batch_plan(enc: Encoded, batch_size: int, buckets: Sequence[int],
+               rng: np.random.Generator | None = None) -> list[tuple[np.ndarray, int]]:
+    """(rows, bucket length) of every batch of one pass over `enc`.
+
+    With `rng` (training): examples are shuffled within their bucket and the batches of all
+    buckets are shuffled together; without (evaluation): in order, bucket by bucket. A bucket's
+    last batch may be short; make_batch pads it with zero-weight rows, so no example is dropped.
+    """
+    which = assign_buckets(enc.lengths, buckets)
+    plan = []
+    for k, length in enumerate(buckets):
+        rows = np.flatnonzero(which == k)
+        if rng is not None:
+            rows = rng.permutation(rows)
+        plan += [(rows[i:i + batch_size], length) for i in range(0, len(rows), batch_size)]
+    if rng is not None:
+        plan = [plan[i] for i in rng.permutation(len(plan))]
+    return plan
+
+
+def batches(enc: Encoded, batch_size: int, buckets: Sequence[int],
+            rng: np.random.Generator | None = None) -> Iterator[dict]:
+    for rows, length in batch_plan(enc, batch_size, buckets, rng):
+        yield make_batch(enc, rows, batch_size, length)
+
+
+def steps_per_epoch(enc: Encoded, batch_size: int, buckets: Sequence[int]) -> int:
+    which = assign_buckets(enc.lengths, buckets)
+    counts = np.bincount(which, minlength=len(buckets))
+    return int(sum(-(-c // batch_size) for c in counts))

@@ -1,0 +1,138 @@
+"""Transfer modes: which model fine-tuning runs and which of its parameters train.
+
+  full     BertForSequenceClassification (pooled [CLS] -> dropout -> dense); everything trains.
+  partial  the same model; only the top `trainable_layers` encoder layers, the pooler and the
+           classifier train (embeddings and lower layers stay as pretrained).
+  feature  the encoder is frozen and run without dropout; an ELMo-style scalar mix
+           gamma * sum_k softmax(s)_k h_k of all its hidden states (embedding output included)
+           feeds a small classifier. Only the mix and the classifier train.
+
+Parameters are split into a trainable and a frozen part (flat dicts keyed by '/'-joined paths).
+The optimizer and the gradient see only the trainable part, so a frozen parameter's gradient is
+never computed and its value cannot change: it is passed through the step untouched.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from bertjax.models import bert
+
+MODES = ("full", "partial", "feature")
+
+
+class ScalarMix(nn.Module):
+    """gamma * sum_k softmax(s)_k * h_k over hidden_states [K, batch, length, hidden]
+    (Peters et al. 2018, eq. 1). s starts at zero (an equal mix), gamma at one."""
+
+    @nn.compact
+    def __call__(self, hidden_states):
+        k = hidden_states.shape[0]
+        s = self.param("scalar_weights", nn.initializers.zeros, (k,), jnp.float32)
+        gamma = self.param("gamma", nn.initializers.ones, (), jnp.float32)
+        w = jax.nn.softmax(s).astype(hidden_states.dtype)
+        return gamma.astype(hidden_states.dtype) * jnp.einsum("k,kbth->bth", w, hidden_states)
+
+
+class FeatureClassifier(nn.Module):
+    """Frozen BERT features -> scalar mix -> [CLS] vector and masked mean over tokens ->
+    dense(tanh) -> dropout -> dense. The mean pool gives the head the whole pair, not only the
+    [CLS] position, whose mixed lower-layer states carry little about the sentence."""
+    config: bert.BertConfig
+    num_labels: int
+    hidden: int = 256
+    dropout_rate: float = 0.1
+
+    @nn.compact
+    def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True):
+        c = self.config
+        _, _, inter = bert.BertModel(c, name="bert")(
+            input_ids, segment_ids, input_mask, deterministic=True, return_intermediates=True)
+        # Belt and braces: the encoder's parameters are frozen by construction (they are not an
+        # argument of the gradient), and no gradient flows into its activations either.
+        hs = jax.lax.stop_gradient(inter["hidden_states"]).astype(jnp.float32)
+        mixed = ScalarMix(name="scalar_mix")(hs)
+        m = input_mask.astype(jnp.float32)[..., None]
+        mean = jnp.sum(mixed * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+        x = jnp.concatenate([mixed[:, 0], mean], axis=-1)
+        init = nn.initializers.truncated_normal(c.initializer_range)
+        x = jnp.tanh(nn.Dense(self.hidden, kernel_init=init, name="dense")(x))
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        logits = nn.Dense(self.num_labels, kernel_init=init, name="classifier")(x)
+        return logits[:, 0] if self.num_labels == 1 else logits
+
+
+def build_model(mode: str, config: bert.BertConfig, num_labels: int, *,
+                feature_hidden: int = 256, feature_dropout: float = 0.1) -> nn.Module:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {MODES}")
+    if mode == "feature":
+        return FeatureClassifier(config, num_labels, feature_hidden, feature_dropout)
+    return bert.BertForSequenceClassification(config, num_labels)
+
+
+_LAYER = re.compile(r"^bert/encoder/layer_(\d+)/")
+
+
+def trainable_predicate(mode: str, config: bert.BertConfig,
+                        trainable_layers: int = 0) -> Callable[[str], bool]:
+    """path ('bert/encoder/layer_3/...') -> whether it trains in `mode`."""
+    if mode == "full":
+        return lambda path: True
+    if mode == "feature":
+        return lambda path: not path.startswith("bert/")
+    if mode != "partial":
+        raise ValueError(f"mode={mode!r}: expected one of {MODES}")
+    if config.scan_layers:
+        raise ValueError(
+            "mode='partial' needs the unrolled layer layout (bert/encoder/layer_N); this model "
+            "has scan_layers=True (all layers stacked in one bert/encoder/layer array). Set "
+            "--config.model.scan_layers=False: the parameters convert one to one.")
+    if not 0 <= trainable_layers <= config.num_layers:
+        raise ValueError(f"trainable_layers={trainable_layers}: expected 0..{config.num_layers} "
+                         f"(the model has {config.num_layers} layers)")
+    lowest = config.num_layers - trainable_layers
+
+    def predicate(path: str) -> bool:
+        m = _LAYER.match(path)
+        if m:
+            return int(m.group(1)) >= lowest
+        if path.startswith("bert/embeddings/"):
+            return False
+        # The pooler, the final LayerNorm of a pre-LN encoder and the classifier sit above
+        # every layer, so they train whenever the top does.
+        return True
+    return predicate
+
+
+def flatten(params: Mapping) -> dict[str, jax.Array]:
+    return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(params)).items()}
+
+
+def unflatten(flat: Mapping[str, jax.Array]) -> dict:
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+
+
+def split_params(params: Mapping, predicate: Callable[[str], bool]
+                 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """-> (trainable, frozen), each a flat {path: array} dict."""
+    flat = flatten(params)
+    trainable = {k: v for k, v in flat.items() if predicate(k)}
+    frozen = {k: v for k, v in flat.items() if not predicate(k)}
+    return trainable, frozen
+
+
+def merge_params(trainable: Mapping[str, jax.Array], frozen: Mapping[str, jax.Array]) -> dict:
+    return unflatten({**frozen, **trainable})
+
+
+def weight_decay_mask(trainable: Mapping[str, jax.Array]) -> dict[str, bool]:
+    """BERT's AdamW decays every weight except LayerNorm parameters and biases; the scalar-mix
+    weights are mixing coefficients, not weights, so they are not decayed either."""
+    return {k: not (k.endswith("/bias") or "LayerNorm" in k or "scalar_mix" in k)
+            for k in trainable}

@@ -1,0 +1,37 @@
+"""Fine-tune and evaluate on GLUE.
+
+  python scripts/finetune_glue.py --config configs/glue.py:SST-2 --glue_dir DIR \
+      --init_checkpoint CKPT --workdir DIR [--tokenizer MODEL]
+
+`--config configs/glue.py:all` runs every task found under --glue_dir and writes one summary.
+An empty --init_checkpoint fine-tunes from random initialisation (the baseline); the model size
+then comes from the config and the vocabulary from the tokenizer.
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+from bertjax.glue import finetune
+
+config_flags.DEFINE_config_file("config", None, "configs/glue.py:<task>[,preset...]",
+                                lock_config=True)
+flags.DEFINE_string("glue_dir", None, "GLUE data: <glue_dir>/<task>/{train,dev,test}.tsv "
+                    "(or a TFDS data_dir with --config.source=tfds)")
+flags.DEFINE_string("init_checkpoint", "", "bertjax checkpoint (a pretraining workdir or its "
+                    "checkpoints/ folder); empty = random initialisation")
+flags.DEFINE_string("workdir", None, "where results, logs and submission files go")
+flags.DEFINE_string("tokenizer", "", "the checkpoint's tokenizer model (default: "
+                    "config.tokenizer)")
+flags.mark_flags_as_required(["config", "glue_dir", "workdir"])
+
+
+def main(argv):
+    del argv
+    summary = finetune.run(flags.FLAGS.config, flags.FLAGS.glue_dir,
+                           flags.FLAGS.init_checkpoint, flags.FLAGS.workdir,
+                           flags.FLAGS.tokenizer)
+    print(open(f"{flags.FLAGS.workdir}/summary.md").read())
+    return 0 if summary["tasks"] else 1
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -247,7 +247,7 @@ def from_bertjax(flat: Mapping[str, np.ndarray], cfg: bert.BertConfig,
         value = np.asarray(flat[r.ours], dtype=np.float32)
         out[r.name(naming)] = np.ascontiguousarray(value.T if r.transpose(naming) else value)
     if cfg.position_embedding == "sinusoidal":
-        table = bert.sinusoidal_positions(cfg.max_position_embeddings, cfg.hidden_size)
+        table = bert.position_table(cfg)
         out[_embedding("position_embeddings").name(naming)] = table
     return out
 

@@ -120,7 +120,7 @@ def test_export_loads_in_transformers_and_matches(hf_tools, tmp_path, model):
     if cfg.position_embedding == "sinusoidal":
         np.testing.assert_array_equal(
             loaded.bert.embeddings.position_embeddings.weight.detach().numpy(),
-            bert.sinusoidal_positions(40, 32))
+            bert.position_table(cfg))
     inputs = hf_tools["batch"](2, types=2)
     diffs = hf_tools["max_diffs"](hf_tools["our_outputs"](params, cfg, *inputs),
                                   hf_tools["hf_outputs"](loaded.eval(), *inputs))
@@ -164,7 +164,7 @@ def test_import_export_round_trips_exactly(hf_dir, hf_tools, tmp_path):
         assert cfg2 == dataclasses.replace(cfg, position_embedding="learned")
         a, b = table.flatten(params), table.flatten(back)
         if pe == "sinusoidal":
-            a["bert/embeddings/position_embeddings/embedding"] = bert.sinusoidal_positions(40, 32)
+            a["bert/embeddings/position_embeddings/embedding"] = bert.position_table(cfg)
         assert set(a) == set(b)
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)

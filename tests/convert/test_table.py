@@ -91,7 +91,7 @@ def test_sinusoidal_exports_its_table_and_pre_ln_is_refused():
     cfg = dataclasses.replace(CFG, position_embedding="sinusoidal")
     external = table.from_bertjax(_params(cfg), cfg, "hf")
     np.testing.assert_array_equal(external["bert.embeddings.position_embeddings.weight"],
-                                  bert.sinusoidal_positions(20, 16))
+                                  bert.position_table(cfg))
     pre = dataclasses.replace(CFG, pre_layer_norm=True)
     with pytest.raises(ConversionError, match="pre-LN"):
         table.from_bertjax(_params(pre), pre, "hf")

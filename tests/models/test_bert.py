@@ -106,6 +106,28 @@ def test_sinusoidal_table_matches_closed_form():
             assert table[p, 2 * i + 1] == pytest.approx(np.cos(angle), abs=1e-6)
 
 
+def test_position_signal_does_not_drown_the_tokens_at_init():
+    """After the embedding LayerNorm, different tokens at one position must differ more than
+    one token at neighbouring positions (an unscaled sin/cos table fails this 7:1 the other
+    way), while positions still differ."""
+    for pe in ("sinusoidal", "learned"):
+        cfg = _cfg(position_embedding=pe, vocab_size=30522)
+        emb = bert.Embeddings(cfg)
+        ids = np.random.default_rng(0).integers(5, 30000, (32, 64)).astype(np.int32)
+        params = emb.init(jax.random.PRNGKey(0), ids, ids * 0, True)
+        x = np.asarray(emb.apply(params, ids, ids * 0, True))
+        between_tokens = np.linalg.norm(x[1:] - x[:-1], axis=-1).mean()
+        one = np.full((1, 64), 1234, np.int32)
+        y = np.asarray(emb.apply(params, one, one * 0, True))[0]
+        between_positions = np.linalg.norm(y[1:] - y[:-1], axis=-1).mean()
+        assert between_tokens > 2 * between_positions or pe == "learned", (pe, between_tokens,
+                                                                           between_positions)
+        assert between_positions > 0.5, pe
+    cfg = _cfg()
+    np.testing.assert_allclose(np.sqrt(np.mean(bert.position_table(cfg) ** 2)),
+                               cfg.initializer_range, rtol=0.01)
+
+
 def test_padding_invariance():
     """Appending padding must not change the outputs at real tokens."""
     cfg = _cfg()

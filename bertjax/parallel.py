@@ -128,44 +128,56 @@ class DataParallel:
         return metrics
 
 
-def prefetch(it: Iterator, put: Callable, size: int = 2) -> Iterator:
+class prefetch:  # noqa: N801 (used like a generator function)
     """Run `put(next(it))` in a background thread, `size` batches ahead.
 
     `it` yields (item, tag); the tag travels with its batch so that the data-iterator state
-    saved in a checkpoint belongs to the last batch consumed, not the last one prefetched."""
-    if size <= 0:
-        for item, tag in it:
-            yield put(item), tag
-        return
-    q: queue.Queue = queue.Queue(maxsize=size)
-    done = object()
-    stop = threading.Event()
+    saved in a checkpoint belongs to the last batch consumed, not the last one prefetched.
+    close() stops and joins the thread: a thread still calling into JAX while the interpreter
+    exits can abort the process."""
 
-    def worker():
+    _DONE = object()
+
+    def __init__(self, it: Iterator, put: Callable, size: int = 2):
+        self._it, self._put, self._size = it, put, size
+        self._q: queue.Queue = queue.Queue(maxsize=max(size, 1))
+        self._stop = threading.Event()
+        self._thread = None
+        if size > 0:
+            self._thread = threading.Thread(target=self._work, daemon=True, name="prefetch")
+            self._thread.start()
+
+    def _work(self):
         try:
-            for item, tag in it:
-                payload = (put(item), tag)
-                while not stop.is_set():  # a timed put: a closed consumer never strands us
+            for item, tag in self._it:
+                if self._stop.is_set():
+                    return
+                payload = (self._put(item), tag)
+                while not self._stop.is_set():  # timed puts: a closed consumer never strands us
                     try:
-                        q.put(payload, timeout=0.1)
+                        self._q.put(payload, timeout=0.1)
                         break
                     except queue.Full:
                         continue
-                if stop.is_set():
-                    return
-            q.put(done)
+            self._q.put(self._DONE)
         except BaseException as e:  # surface input-pipeline errors in the training loop
-            q.put(e)
+            self._q.put(e)
 
-    thread = threading.Thread(target=worker, daemon=True, name="prefetch")
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._thread is None:
+            item, tag = next(self._it)
+            return self._put(item), tag
+        item = self._q.get()
+        if item is self._DONE:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -414,62 +414,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     preempted = False
     bar = tqdm(total=config.train.steps, initial=step, disable=not is_main, unit="step",
                dynamic_ncols=True)
-    with _Preempted() as stop:
-        while step < config.train.steps:
-            if _phase(config, step) != phase:  # BERT recipe: switch to long sequences
-                phase = _phase(config, step)
-                train_it = _make_iterator(config, prepared, "train", phase)
-                batches = device_batches(train_it, phase)
-                log.info("step %d: phase %d, seq_len %d", step, phase,
-                         _phase_shapes(config)[phase][0])
-            batch, tag = next(batches)
-            t0 = time.perf_counter()
-            state, out = dp.step(state, batch)
-            step += 1
-            it_state = _IteratorState(*tag)
-            pending.append(out)
-            if compile_s is None:  # the first step compiles: time it apart from the rest
-                jax.block_until_ready(out)
-                compile_s = time.perf_counter() - t0
-                window_start, window_steps = time.perf_counter(), 0
-                writer.write(step, "train", {"compile_time_s": compile_s})
-            else:
-                window_steps += 1
-            bar.update(1)
+    try:
+        with _Preempted() as stop:
+            while step < config.train.steps:
+                if _phase(config, step) != phase:  # BERT recipe: switch to long sequences
+                    phase = _phase(config, step)
+                    batches.close()
+                    train_it = _make_iterator(config, prepared, "train", phase)
+                    batches = device_batches(train_it, phase)
+                    log.info("step %d: phase %d, seq_len %d", step, phase,
+                             _phase_shapes(config)[phase][0])
+                batch, tag = next(batches)
+                t0 = time.perf_counter()
+                state, out = dp.step(state, batch)
+                step += 1
+                it_state = _IteratorState(*tag)
+                pending.append(out)
+                if compile_s is None:  # the first step compiles: time it apart from the rest
+                    jax.block_until_ready(out)
+                    compile_s = time.perf_counter() - t0
+                    window_start, window_steps = time.perf_counter(), 0
+                    writer.write(step, "train", {"compile_time_s": compile_s})
+                else:
+                    window_steps += 1
+                bar.update(1)
 
-            preempt = stop.flag  # read once: the signal can arrive at any moment
-            log_now = step % config.train.log_every == 0 or step == config.train.steps
-            ckpt_now = (step % config.train.checkpoint_every == 0 or step == config.train.steps
-                        or preempt)
-            if log_now or ckpt_now:
-                host = [dp.metrics_to_host(m) for m in pending]
-                _check_finite(host, step - len(pending) + 1, last_good, mngr.directory)
-                pending = []
-            if log_now and host:
-                now = time.perf_counter()
-                seq_len = _phase_shapes(config)[phase][0]
-                last_train = _train_log(host, window_steps, now - window_start, config, seq_len,
-                                        model_cfg, peak, phase)
-                writer.write(step, "train", last_train)
-                bar.set_postfix(loss=f"{last_train['loss']:.3f}",
-                                mlm_acc=f"{last_train['mlm_accuracy']:.3f}")
-                window_start, window_steps = now, 0
-            if step % config.train.eval_every == 0 or step == config.train.steps:
-                last_eval = run_eval(state, step)
-                window_start = time.perf_counter()
-            if ckpt_now:
-                _save(mngr, step, state, dp, it_state, meta, force=True)
-                last_good = step
-            if preempt:
-                preempted = True
-                log.warning("preempted at step %d; checkpoint saved", step)
-                break
-    bar.close()
-    if hasattr(train_it, "close"):  # grain worker processes, when data.num_workers > 0
-        train_it.close()
-    mngr.wait_until_finished()
-    mngr.close()
-    writer.close()
+                preempt = stop.flag  # read once: the signal can arrive at any moment
+                log_now = step % config.train.log_every == 0 or step == config.train.steps
+                ckpt_now = (step % config.train.checkpoint_every == 0 or step == config.train.steps
+                            or preempt)
+                if log_now or ckpt_now:
+                    host = [dp.metrics_to_host(m) for m in pending]
+                    _check_finite(host, step - len(pending) + 1, last_good, mngr.directory)
+                    pending = []
+                if log_now and host:
+                    now = time.perf_counter()
+                    seq_len = _phase_shapes(config)[phase][0]
+                    last_train = _train_log(host, window_steps, now - window_start, config, seq_len,
+                                            model_cfg, peak, phase)
+                    writer.write(step, "train", last_train)
+                    bar.set_postfix(loss=f"{last_train['loss']:.3f}",
+                                    mlm_acc=f"{last_train['mlm_accuracy']:.3f}")
+                    window_start, window_steps = now, 0
+                if step % config.train.eval_every == 0 or step == config.train.steps:
+                    last_eval = run_eval(state, step)
+                    window_start = time.perf_counter()
+                if ckpt_now:
+                    _save(mngr, step, state, dp, it_state, meta, force=True)
+                    last_good = step
+                if preempt:
+                    preempted = True
+                    log.warning("preempted at step %d; checkpoint saved", step)
+                    break
+    finally:  # also on errors: stop the prefetch thread, finish pending checkpoint writes
+        bar.close()
+        batches.close()
+        if hasattr(train_it, "close"):  # grain worker processes, when data.num_workers > 0
+            train_it.close()
+        mngr.wait_until_finished()
+        mngr.close()
+        writer.close()
     return RunResult(step=step, last_train=last_train, last_eval=last_eval, preempted=preempted)
 
 

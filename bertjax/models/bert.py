@@ -347,9 +347,34 @@ class MlmHead(nn.Module):
         h = _Transform(c, name="transform")(h)
         bias = self.param("output_bias", nn.initializers.zeros, (c.vocab_size,),
                           _dtype(c.param_dtype))
-        logits = jnp.einsum("bph,vh->bpv", h, embedding_table.astype(h.dtype),
-                            preferred_element_type=jnp.float32)
-        return logits + bias.astype(jnp.float32)
+        b, p, _ = h.shape
+        logits = _tied_logits(h.reshape(b * p, -1), embedding_table.astype(h.dtype), bias)
+        return logits.reshape(b, p, -1)
+
+
+@jax.custom_vjp
+def _tied_logits(h, table, bias):
+    """float32 logits h @ table^T + bias, [N, H] x [V, H] -> [N, V]."""
+    return jnp.dot(h, table.T, preferred_element_type=jnp.float32) + bias.astype(jnp.float32)
+
+
+def _tied_logits_fwd(h, table, bias):
+    return _tied_logits(h, table, bias), (h, table, bias)
+
+
+def _tied_logits_bwd(res, g):
+    # Written out so the [N, V] cotangent is read in its own layout: the table gradient is
+    # computed transposed ([H, V], then a transpose of the smaller result) and the bias
+    # gradient as a matrix-vector product, not a strided reduction.
+    h, table, bias = res
+    gc = g.astype(h.dtype)
+    dh = jnp.dot(gc, table, preferred_element_type=jnp.float32).astype(h.dtype)
+    dtable = jnp.dot(h.T, gc, preferred_element_type=jnp.float32).T.astype(table.dtype)
+    dbias = jnp.dot(jnp.ones((g.shape[0],), g.dtype), g).astype(bias.dtype)
+    return dh, dtable, dbias
+
+
+_tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)
 
 
 class _Transform(nn.Module):

@@ -274,3 +274,17 @@ def test_token_ids_outside_vocab_rejected_at_data_boundary():
         bert.check_token_ids(np.array([[0, 5, 1000]]), 1000)
     with pytest.raises(ValueError, match="-1"):
         bert.check_token_ids(np.array([[-1, 5]]), 1000)
+
+
+def test_tied_logits_custom_gradient_matches_autodiff():
+    rng = np.random.default_rng(0)
+    h = jnp.asarray(rng.normal(size=(6, 8)), jnp.float32)
+    table = jnp.asarray(rng.normal(size=(11, 8)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(11,)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(6, 11)), jnp.float32)
+    plain = lambda h, t, b: jnp.sum(w * (h @ t.T + b))  # noqa: E731
+    custom = lambda h, t, b: jnp.sum(w * bert._tied_logits(h, t, b))  # noqa: E731
+    np.testing.assert_allclose(custom(h, table, bias), plain(h, table, bias), rtol=1e-5)
+    for a, b in zip(jax.grad(custom, (0, 1, 2))(h, table, bias),
+                    jax.grad(plain, (0, 1, 2))(h, table, bias)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

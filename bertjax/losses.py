@@ -16,29 +16,29 @@ def _xent(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
+def _weighted_metrics(prefix: str, logits, labels, weights) -> dict:
+    w = weights.astype(jnp.float32)
+    loss_sum = jnp.sum(_xent(logits, labels) * w)
+    correct = jnp.sum((jnp.argmax(logits, -1) == labels) * w)
+    count = jnp.sum(w)
+    denom = jnp.maximum(count, 1e-8)
+    return {f"{prefix}_loss": loss_sum / denom, f"{prefix}_accuracy": correct / denom,
+            f"{prefix}_loss_sum": loss_sum, f"{prefix}_correct": correct,
+            f"{prefix}_count": count}
+
+
 def mlm_metrics(logits: jax.Array, masked_ids: jax.Array, masked_weights: jax.Array) -> dict:
     """Masked-LM cross-entropy and accuracy over predicted positions.
 
     logits [B, P, V], masked_ids [B, P], masked_weights [B, P] (0 for padding predictions).
     """
-    w = masked_weights.astype(jnp.float32)
-    loss_sum = jnp.sum(_xent(logits, masked_ids) * w)
-    correct = jnp.sum((jnp.argmax(logits, -1) == masked_ids) * w)
-    count = jnp.sum(w)
-    denom = jnp.maximum(count, 1e-8)
-    return {"mlm_loss": loss_sum / denom, "mlm_accuracy": correct / denom,
-            "mlm_loss_sum": loss_sum, "mlm_correct": correct, "mlm_count": count}
+    return _weighted_metrics("mlm", logits, masked_ids, masked_weights)
 
 
 def nsp_metrics(logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> dict:
     """Next-sentence prediction cross-entropy and accuracy. logits [B, 2], labels [B]."""
-    w = jnp.ones(labels.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
-    loss_sum = jnp.sum(_xent(logits, labels) * w)
-    correct = jnp.sum((jnp.argmax(logits, -1) == labels) * w)
-    count = jnp.sum(w)
-    denom = jnp.maximum(count, 1e-8)
-    return {"nsp_loss": loss_sum / denom, "nsp_accuracy": correct / denom,
-            "nsp_loss_sum": loss_sum, "nsp_correct": correct, "nsp_count": count}
+    w = jnp.ones(labels.shape, jnp.float32) if weights is None else weights
+    return _weighted_metrics("nsp", logits, labels, w)
 
 
 def classification_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:

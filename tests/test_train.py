@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from bertjax import train
+from bertjax import sweep, train
 from configs import pretrain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,13 +35,7 @@ def _config(prepared_dir, **overrides):
     c.train.async_checkpointing = False
     c.optim.learning_rate = 2e-3
     c.optim.warmup_steps = 5
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return sweep.apply_overrides(c, overrides)
 
 
 def _rows(workdir, split="train"):

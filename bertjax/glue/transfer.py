@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from bertjax.models import bert
+from bertjax.models.dropout import Dropout
 
 MODES = ("full", "partial", "feature")
 
@@ -62,7 +63,7 @@ class FeatureClassifier(nn.Module):
         x = jnp.concatenate([mixed[:, 0], mean], axis=-1)
         init = nn.initializers.truncated_normal(c.initializer_range)
         x = jnp.tanh(nn.Dense(self.hidden, kernel_init=init, name="dense")(x))
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        x = Dropout(self.dropout_rate)(x, deterministic=deterministic)
         logits = nn.Dense(self.num_labels, kernel_init=init, name="classifier")(x)
         return logits[:, 0] if self.num_labels == 1 else logits
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from bertjax.models import dropout
+
 IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
 
 
@@ -71,6 +73,6 @@ def _einsum_attention(q, k, v, key_mask, dropout_rate, dropout_rng):
     if dropout_rate > 0.0:
         if dropout_rng is None:
             raise ValueError("attention dropout needs a dropout_rng")
-        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        keep = dropout.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
     return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)

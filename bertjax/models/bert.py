@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bertjax.models import attention
+from bertjax.models.dropout import Dropout
 
 # name: (layers, hidden, heads). Devlin et al. 2019 (base, large) and Turc et al. 2019 (the rest).
 SIZES = {
@@ -170,7 +171,7 @@ class Embeddings(nn.Module):
             self.position_embeddings = embed(c.max_position_embeddings, "position_embeddings")
         self.token_type_embeddings = embed(c.type_vocab_size, "token_type_embeddings")
         self.LayerNorm = _layer_norm(c)
-        self.dropout = nn.Dropout(c.hidden_dropout_rate)
+        self.dropout = Dropout(c.hidden_dropout_rate)
 
     def __call__(self, input_ids, segment_ids, deterministic: bool):
         c = self.config
@@ -220,7 +221,7 @@ class Attention(nn.Module):
         out = _Output(c, name="output")
         h = out.norm(x) if c.pre_layer_norm else x
         h = SelfAttention(c, name="self")(h, key_mask, deterministic)
-        return out(h, x, nn.Dropout(c.hidden_dropout_rate), deterministic)
+        return out(h, x, Dropout(c.hidden_dropout_rate), deterministic)
 
 
 class _Output(nn.Module):
@@ -234,7 +235,7 @@ class _Output(nn.Module):
     def norm(self, x):
         return self.LayerNorm(x)
 
-    def __call__(self, h, residual, dropout: nn.Dropout, deterministic: bool):
+    def __call__(self, h, residual, dropout: Dropout, deterministic: bool):
         h = dropout(self.dense(h), deterministic=deterministic)
         if self.config.pre_layer_norm:
             return residual + h
@@ -253,7 +254,7 @@ class Layer(nn.Module):
         out = _Output(c, name="output")
         h = out.norm(x) if c.pre_layer_norm else x
         h = _Intermediate(c, name="intermediate")(h)
-        return out(h, x, nn.Dropout(c.hidden_dropout_rate), self.deterministic)
+        return out(h, x, Dropout(c.hidden_dropout_rate), self.deterministic)
 
 
 class _Intermediate(nn.Module):
@@ -422,7 +423,7 @@ class BertForSequenceClassification(nn.Module):
     def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True):
         _, pooled = BertModel(self.config, name="bert")(
             input_ids, segment_ids, input_mask, deterministic)
-        pooled = nn.Dropout(self.config.hidden_dropout_rate)(pooled, deterministic=deterministic)
+        pooled = Dropout(self.config.hidden_dropout_rate)(pooled, deterministic=deterministic)
         logits = _dense(self.config, self.num_labels, "classifier")(pooled).astype(jnp.float32)
         return logits[:, 0] if self.num_labels == 1 else logits
 

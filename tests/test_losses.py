@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -43,3 +44,42 @@ def test_losses_are_float32_for_bfloat16_logits():
     m = losses.mlm_metrics(logits, jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 3)))
     assert m["mlm_loss"].dtype == jnp.float32
     assert float(m["mlm_loss"]) == pytest.approx(np.log(7), rel=1e-6)
+
+
+def _reference_sums(logits, labels, weights):
+    lp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+    nll = -jnp.take_along_axis(lp, labels[..., None], -1)[..., 0]
+    hit = jnp.argmax(logits, -1) == labels
+    return jnp.sum(nll * weights), jnp.sum(hit * weights)
+
+
+@pytest.mark.parametrize("shape", [(6, 13), (2, 5, 97)])
+def test_hand_written_gradient_equals_autodiff(shape):
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(size=shape) * 3, jnp.float32)
+    labels = jnp.asarray(rng.integers(0, shape[-1], shape[:-1]))
+    weights = jnp.asarray(rng.integers(0, 2, shape[:-1]) * rng.uniform(0.5, 2, shape[:-1]),
+                          jnp.float32)
+    got = losses._weighted_xent(logits, labels, weights)
+    want = _reference_sums(logits, labels, weights)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Gradient of a combination that uses both outputs, as the trainer does (loss / count).
+    f = lambda fn: jax.grad(lambda x: 2.5 * fn(x, labels, weights)[0]  # noqa: E731
+                            + 0.0 * fn(x, labels, weights)[1])(logits)
+    np.testing.assert_allclose(f(losses._weighted_xent), f(_reference_sums), atol=1e-6)
+
+
+def test_gradient_keeps_the_logits_dtype():
+    logits = jnp.ones((3, 7), jnp.bfloat16)
+    g = jax.grad(lambda x: losses._weighted_xent(x, jnp.array([0, 3, 6]), jnp.ones(3))[0])(logits)
+    assert g.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(g, np.float32).sum(-1), 0, atol=1e-2)
+
+
+def test_accuracy_counts_ties_as_argmax_does():
+    # argmax takes the first maximum: a tie counts as correct only for the earliest class.
+    logits = jnp.array([[1.0, 3.0, 3.0, 0.0]] * 4 + [[0.0, 0.0, 0.0, 0.0]] * 2)
+    labels = jnp.array([1, 2, 0, 3, 0, 2])
+    _, correct = losses._weighted_xent(logits, labels, jnp.ones(6))
+    assert float(correct) == 2.0   # rows 0 (first of the tie) and 4 (first of all-equal)
+    assert float(correct) == float(jnp.sum(jnp.argmax(logits, -1) == labels))

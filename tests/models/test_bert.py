@@ -288,3 +288,17 @@ def test_tied_logits_custom_gradient_matches_autodiff():
     for a, b in zip(jax.grad(custom, (0, 1, 2))(h, table, bias),
                     jax.grad(plain, (0, 1, 2))(h, table, bias)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_exact_gelu_is_the_erf_definition():
+    from scipy.special import erf
+    x = np.linspace(-12, 12, 20001).astype(np.float32)
+    ref = 0.5 * x.astype(np.float64) * (1 + erf(x.astype(np.float64) / np.sqrt(2)))
+    np.testing.assert_allclose(bert.gelu_erf(jnp.asarray(x)), ref, atol=2e-6, rtol=0)
+    np.testing.assert_allclose(bert.gelu_erf(jnp.asarray(x)),
+                               jax.nn.gelu(jnp.asarray(x), approximate=False), atol=2e-6)
+    # Derivative Phi(x) + x phi(x).
+    dref = 0.5 * (1 + erf(x / np.sqrt(2))) + x * np.exp(-x * x / 2) / np.sqrt(2 * np.pi)
+    np.testing.assert_allclose(jax.vmap(jax.grad(bert.gelu_erf))(jnp.asarray(x)), dref,
+                               atol=2e-6)
+    assert bert.gelu_erf(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16

@@ -77,12 +77,20 @@ class DataParallel:
         self.replicated = NamedSharding(self.mesh, P())
         if mode == "jit":
             self.state_sharding = state_shardings(abstract_state, self.mesh, fsdp)
-            self.step = jax.jit(functools.partial(step_fn, axis_name=None),
+            kw = {"axis_name": None}
+            if fsdp:
+                # Gather the parameters for the forward and backward passes, so the
+                # activations stay sharded over the batch like plain data parallelism;
+                # the stored parameters and optimizer state (and the update) stay sharded.
+                # Left to itself, sharding propagation gathered activations instead.
+                kw["gather_params"] = functools.partial(
+                    jax.lax.with_sharding_constraint, shardings=self.replicated)
+            self.step = jax.jit(functools.partial(step_fn, **kw),
                                 in_shardings=(self.state_sharding, self.batch_sharding),
                                 out_shardings=(self.state_sharding, self.replicated),
                                 donate_argnums=(0,))
             if eval_fn is not None:
-                self.eval = jax.jit(functools.partial(eval_fn, axis_name=None),
+                self.eval = jax.jit(functools.partial(eval_fn, **kw),
                                     in_shardings=(self.state_sharding, self.batch_sharding),
                                     out_shardings=self.replicated)
         else:

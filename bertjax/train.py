@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import jax
@@ -72,11 +72,14 @@ def _psum(tree, axis_name):
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accum: int,
-               use_nsp: bool, axis_name: str | None = None):
+               use_nsp: bool, axis_name: str | None = None,
+               gather_params: Callable | None = None):
     """One optimizer update on one global batch, split into `grad_accum` micro-batches.
 
     The loss is sum-over-predictions / count-over-the-whole-global-batch, so one device,
-    jit over a mesh and pmap (with psum over `axis_name`) compute the same gradient."""
+    jit over a mesh and pmap (with psum over `axis_name`) compute the same gradient.
+    `gather_params` (FSDP) maps the stored, sharded parameters to the layout the forward and
+    backward passes use; the optimizer update stays on the stored layout."""
     dropout_rng = jax.random.fold_in(state.rng, state.step)
     if axis_name:
         dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
@@ -91,6 +94,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
         return loss, sums
 
     grad_fn = jax.grad(objective, has_aux=True)
+    if gather_params is not None:
+        grad_fn = _gathered(grad_fn, gather_params)
     if grad_accum == 1:
         grads, sums = grad_fn(state.params, batch, dropout_rng)
     else:
@@ -119,9 +124,16 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), out
 
 
+def _gathered(fn, gather_params):
+    """fn(params, ...) evaluated at gather_params(params): gradients come out in the gathered
+    layout and XLA moves them back to the stored one for the optimizer update."""
+    return lambda params, *args: fn(gather_params(params), *args)
+
+
 def eval_step(state: TrainState, batch: dict, *, model, use_nsp: bool,
-              axis_name: str | None = None):
-    sums = _loss_sums(state.params, batch, state.rng, model=model, use_nsp=use_nsp,
+              axis_name: str | None = None, gather_params: Callable | None = None):
+    params = state.params if gather_params is None else gather_params(state.params)
+    sums = _loss_sums(params, batch, state.rng, model=model, use_nsp=use_nsp,
                       deterministic=True)
     return _psum(sums, axis_name)
 

@@ -143,3 +143,26 @@ def test_prefetch_reraises_pipeline_errors():
     assert next(gen) == (1, "s")
     with pytest.raises(RuntimeError, match="corrupt record"):
         next(gen)
+
+
+def test_fsdp_gathers_parameters_not_activations():
+    # Sharded parameters must be all-gathered for the forward/backward passes while the
+    # activations stay split over the batch, as in plain data parallelism.
+    import re
+    model = _model()
+    tx, sched = _optim()
+    init = functools.partial(train.init_state, model=model, tx=tx, seq_len=SEQ,
+                             max_predictions=PREDS)
+    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
+    step = functools.partial(train.train_step, model=model, tx=tx, schedule=sched,
+                             grad_accum=1, use_nsp=True)
+    dp = parallel.DataParallel("jit", step, abstract, fsdp=True)
+    state = dp.put_state(jax.jit(init)(jax.random.PRNGKey(0)))
+    hlo = dp.step.lower(state, dp.put_batch(_batches(1)[0])).compile().as_text()
+    gathered = [(dtype, tuple(int(d) for d in dims.split(",") if d))
+                for kind in re.findall(r"= (\(?[^=]*?) all-gather(?:-start)?\(", hlo)
+                for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", kind)]
+    param_shapes = {x.shape for x in jax.tree_util.tree_leaves(abstract.params)}
+    float_gathers = [g for g in gathered if g[0].startswith(("f", "bf"))]
+    assert float_gathers, "FSDP should all-gather the sharded parameters"
+    assert all(shape in param_shapes for _, shape in float_gathers), float_gathers

@@ -107,18 +107,22 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, prepare
     args, env = _cli(killed, prepared_dir, 12)
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline:  # kill -9 once step 9 is logged (checkpoint 8 is written)
+    while time.time() < deadline:  # kill -9 once step 9 is logged
         if os.path.exists(os.path.join(killed, "metrics.jsonl")) and 9 in _losses(killed):
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 8 in [int(d) for d in os.listdir(os.path.join(killed, "checkpoints")) if d.isdigit()]
-    assert 12 not in _losses(killed)
+    # Checkpoint 8 is written asynchronously: the kill may land before or during its save,
+    # in which case the run resumes from checkpoint 4 (a partial save must not be used).
+    saved = [int(d) for d in os.listdir(os.path.join(killed, "checkpoints")) if d.isdigit()]
+    assert saved and max(saved) in (4, 8), saved
+    resumed_from = max(saved)
+    assert 12 not in _losses(killed) and max(_losses(killed)) > resumed_from
     subprocess.run(args, env=env, check=True, capture_output=True)
     a, b = _losses(ref), _losses(killed)
     assert sorted(a) == list(range(1, 13))
-    for step in range(9, 13):  # after the restart from checkpoint 8: bitwise on CPU
+    for step in range(resumed_from + 1, 13):  # after the restart: bitwise on CPU
         assert a[step] == b[step], (step, a[step], b[step])
 
 

@@ -55,7 +55,10 @@ def init_state(rng, model: bert.BertForPreTraining, tx: optax.GradientTransforma
                       rng=base_rng)
 
 
-def _loss_sums(params, batch, dropout_rng, *, model, use_nsp: bool, deterministic: bool):
+def _loss_sums(params, batch, dropout_rng, *, model, use_nsp: bool, deterministic: bool,
+               gather_params: Callable | None = None):
+    if gather_params is not None:  # FSDP: sharded storage -> the layout the model runs in
+        params = gather_params(params)
     mlm_logits, nsp_logits = model.apply(
         {"params": params}, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
         batch["masked_positions"], deterministic=deterministic, rngs={"dropout": dropout_rng})
@@ -87,15 +90,14 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
     nsp_total = _psum(jnp.float32(batch["nsp_label"].shape[0]), axis_name)
 
     def objective(params, micro, rng):
-        sums = _loss_sums(params, micro, rng, model=model, use_nsp=use_nsp, deterministic=False)
+        sums = _loss_sums(params, micro, rng, model=model, use_nsp=use_nsp, deterministic=False,
+                          gather_params=gather_params)
         loss = sums["mlm_loss_sum"] / jnp.maximum(mlm_total, 1.0)
         if use_nsp:
             loss = loss + sums["nsp_loss_sum"] / nsp_total
         return loss, sums
 
     grad_fn = jax.grad(objective, has_aux=True)
-    if gather_params is not None:
-        grad_fn = _gathered(grad_fn, gather_params)
     if grad_accum == 1:
         grads, sums = grad_fn(state.params, batch, dropout_rng)
     else:
@@ -124,17 +126,10 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), out
 
 
-def _gathered(fn, gather_params):
-    """fn(params, ...) evaluated at gather_params(params): gradients come out in the gathered
-    layout and XLA moves them back to the stored one for the optimizer update."""
-    return lambda params, *args: fn(gather_params(params), *args)
-
-
 def eval_step(state: TrainState, batch: dict, *, model, use_nsp: bool,
               axis_name: str | None = None, gather_params: Callable | None = None):
-    params = state.params if gather_params is None else gather_params(state.params)
-    sums = _loss_sums(params, batch, state.rng, model=model, use_nsp=use_nsp,
-                      deterministic=True)
+    sums = _loss_sums(state.params, batch, state.rng, model=model, use_nsp=use_nsp,
+                      deterministic=True, gather_params=gather_params)
     return _psum(sums, axis_name)
 
 

@@ -9,7 +9,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from bertjax import train
+from bertjax import cli, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path:variant).",
                                           lock_config=True)
@@ -22,7 +22,11 @@ def main(argv):
     # Our progress and results at INFO; the libraries' (Orbax, TFDS) INFO chatter hidden.
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("bertjax").setLevel(logging.INFO)
-    result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    config = _CONFIG.value
+    for key in ("corpus", "prepared_dir"):
+        config.data[key] = cli.user_path(config.data[key])
+    config.data.tokenizer = cli.repo_file(config.data.tokenizer)
+    result = train.train_and_evaluate(config, cli.user_path(_WORKDIR.value))
     logging.getLogger("bertjax").info(
         "done at step %d%s; last train %s; last eval %s", result.step,
         " (preempted)" if result.preempted else "", train.format_metrics(result.last_train),
@@ -30,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

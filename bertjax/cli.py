@@ -1,0 +1,73 @@
+"""What every entry point in scripts/ shares: errors as one line, user paths resolved once.
+
+  cli.run(main)          absl's app.run, but an error a user can fix (bad config value, missing
+                         file, refused overwrite, ...) prints `error: <message>` on one line and
+                         exits 1; `--traceback` shows the full traceback instead.
+  cli.user_path(p)       a path typed by the user -> absolute, against the current directory.
+  cli.repo_file(p)       a default that names a file of this repository (tokenizers/...) ->
+                         absolute, found from any current directory.
+
+Resolving paths once, at the entry point, matters because some libraries (Orbax) refuse
+relative paths, and a library must never guess which directory a relative path meant.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+from typing import Callable
+
+from absl import app, flags
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+_TRACEBACK = flags.DEFINE_bool(
+    "traceback", False, "On an error, print the full Python traceback instead of one line.")
+
+# Errors that mean "the input is wrong", raised by the project's validation (and by the
+# standard library for missing/unwritable files). Anything else is a bug: full traceback.
+USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError, NotImplementedError)
+
+# Corpus/tokenizer values that are names, not paths.
+_NOT_PATHS = ("", "default")
+
+
+def user_path(path: str) -> str:
+    """A path the user typed -> an absolute path (relative to the current directory).
+
+    '' and 'default' stay as they are, so do 'tfds:NAME' and URLs ('gs://...'). Globs keep
+    their wildcards."""
+    if path in _NOT_PATHS or ":" in path.split("/")[0]:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def repo_file(path: str) -> str:
+    """Like user_path, but a relative path that does not exist from the current directory and
+    does exist in the repository (a shipped default such as tokenizers/enwiki_30522_unigram.model)
+    resolves to the repository's copy."""
+    resolved = user_path(path)
+    if resolved == path or os.path.exists(resolved) or os.path.isabs(os.path.expanduser(path)):
+        return resolved
+    in_repo = REPO_ROOT / path
+    return str(in_repo) if in_repo.exists() else resolved
+
+
+def format_error(e: BaseException) -> str:
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return f"error: {msg or type(e).__name__} (run with --traceback for details)"
+
+
+def run(main: Callable) -> None:
+    """app.run(main), printing the project's input errors as one line with exit code 1."""
+
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            if _TRACEBACK.value:
+                raise
+            print(format_error(e), file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    app.run(wrapped)

@@ -392,6 +392,11 @@ def prepare(corpus_spec: str, tokenizer_path: str, prepared_dir: str | os.PathLi
     meta = metadata(prepared_dir)
     logging.info("prepared %s into %s: %s", corpus.description, prepared_dir,
                  json.dumps(meta["stats"]))
+    invalid = meta["stats"]["invalid_utf8_lines"]
+    if invalid:
+        logging.warning("%d line(s) with invalid UTF-8 kept without their invalid bytes, in %s "
+                        "(see stats.invalid_utf8_lines in the prepared dataset's metadata)",
+                        sum(invalid.values()), ", ".join(sorted(invalid)[:5]))
     return meta
 
 

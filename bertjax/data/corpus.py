@@ -96,8 +96,7 @@ class Corpus(abc.ABC):
 def open_corpus(spec: str, corpus_format: str = "auto", *, tfds_data_dir: str = "",
                 unit_bytes: int = UNIT_BYTES) -> Corpus:
     """Resolves a corpus spec (see the module docstring); raises before any expensive work."""
-    if corpus_format not in FORMATS:
-        raise ValueError(f"data.corpus_format={corpus_format!r}: expected one of {FORMATS}")
+    check_format(corpus_format)
     if not spec:
         raise ValueError("data.corpus is empty: expected 'default', a path/glob or 'tfds:NAME'")
     if spec == "default":
@@ -105,6 +104,11 @@ def open_corpus(spec: str, corpus_format: str = "auto", *, tfds_data_dir: str = 
     if spec.startswith("tfds:"):
         return TfdsCorpus(spec[len("tfds:"):], data_dir=tfds_data_dir)
     return FileCorpus(spec, corpus_format, unit_bytes=unit_bytes)
+
+
+def check_format(corpus_format: str) -> None:
+    if corpus_format not in FORMATS:
+        raise ValueError(f"data.corpus_format={corpus_format!r}: expected one of {FORMATS}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -366,8 +366,7 @@ def prepare(corpus_spec: str, tokenizer_path: str, prepared_dir: str | os.PathLi
     Returns the dataset's metadata (tokenizer identity, corpus, stats). Raises ValueError if
     `prepared_dir` already holds data from a different tokenizer, corpus or eval_fraction.
     """
-    if not 0.0 <= eval_fraction < 1.0:
-        raise ValueError(f"data.eval_fraction={eval_fraction}: expected a fraction in [0, 1)")
+    check_eval_fraction(eval_fraction)
     tok = tokenizer_lib.load(tokenizer_path)
     if is_prepared(prepared_dir):
         meta = metadata(prepared_dir)
@@ -398,6 +397,11 @@ def prepare(corpus_spec: str, tokenizer_path: str, prepared_dir: str | os.PathLi
                         "(see stats.invalid_utf8_lines in the prepared dataset's metadata)",
                         sum(invalid.values()), ", ".join(sorted(invalid)[:5]))
     return meta
+
+
+def check_eval_fraction(eval_fraction: float) -> None:
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"data.eval_fraction={eval_fraction}: expected a fraction in [0, 1)")
 
 
 def _resolved(corpus_spec: str) -> str:

@@ -313,10 +313,9 @@ def _lines(path: str, start: int, end: int | None, stats: ReadStats):
 
 def _gzip_error(path: str, pos: int, e: Exception) -> ValueError:
     # A truncated download is usually a mistake to fix, not text to train on: stop, naming it.
-    # Units finished before this one are kept, so the rerun after fixing the file resumes.
     return ValueError(f"{path}: truncated or corrupt gzip file ({type(e).__name__}: {e}) after "
                       f"{pos} decompressed bytes; expected a complete .gz file. Re-download or "
-                      "re-compress it, then run again (finished work is kept)")
+                      "re-compress it, then run again")
 
 
 def _bert_docs(lines, rel: str) -> Iterator[Document]:

@@ -188,8 +188,8 @@ def _check_text(path: str, head: bytes) -> None:
         line, byte = bad[0]
         raise ValueError(
             f"{path}:{line}: byte 0x{byte:02x} is not UTF-8 ({len(bad)} of the {non_ascii} "
-            f"non-ASCII lines in the first {len(head)} bytes fail to decode): the file looks like a "
-            "legacy single-byte encoding (latin-1/cp1252); expected UTF-8. Convert it, e.g. "
+            f"non-ASCII lines in the first {len(head)} bytes fail to decode): the file looks "
+            "like a legacy single-byte encoding (latin-1/cp1252); expected UTF-8. Convert it, e.g. "
             f"iconv -f cp1252 -t utf-8 {os.path.basename(path)}")
 
 

@@ -107,7 +107,7 @@ def _pick_step(mngr: ocp.CheckpointManager, root, step):
     if not steps:
         root = epath.Path(root)
         if not root.exists():
-            raise FileNotFoundError(f"checkpoint {root} does not exist; {_EXPECTED}")
+            raise FileNotFoundError(f"no checkpoint found: {root} does not exist; {_EXPECTED}")
         if (root / "config.json").exists() and not (root / CHECKPOINT_SUBDIR).exists():
             raise FileNotFoundError(
                 f"{root} looks like a Hugging Face model directory (config.json), not a bertjax "

@@ -32,8 +32,8 @@ def _pretraining_params(cfg: bert.BertConfig) -> dict:
 
 
 def test_missing_checkpoint(tmp_path, small_tokenizers):
-    with pytest.raises(FileNotFoundError, match=r"checkpoint .*no_run does not exist; expected a "
-                                                r"bertjax pretraining workdir"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint found: .*no_run does not exist; "
+                                                r"expected a bertjax pretraining workdir"):
         finetune.resolve_init(glue_config.get_config("RTE,tiny"), str(tmp_path / "no_run"),
                               str(small_tokenizers[0]))
     assert not (tmp_path / "no_run").exists()  # loading never creates the directory

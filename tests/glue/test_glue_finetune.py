@@ -10,7 +10,7 @@ from glue_fixtures import SIZES, write_keyword_task, write_task
 
 from bertjax import checkpoint
 from bertjax.data import tokenizer
-from bertjax import optim
+from bertjax import metrics as metrics_lib, optim
 from bertjax.glue import data, finetune, grid, pretrained, report, tasks, transfer
 from bertjax.models import bert
 
@@ -265,3 +265,31 @@ def test_feature_mode_learns_the_pair_task_from_frozen_random_features(
     summary = grid.run(config, str(root), "", str(tmp_path / "wd"), str(glue_tokenizer_path))
     assert summary["tasks"]["RTE"]["mode"] == "feature"
     assert summary["tasks"]["RTE"]["metrics"]["accuracy"] > 0.95
+
+
+def test_each_run_shows_a_progress_bar_and_writes_its_logs_line_by_line(
+        tmp_path, micro, glue_tokenizer_path, monkeypatch, capfd):
+    root = tmp_path / "glue"
+    write_task(root, "WNLI")
+    config = micro("WNLI", epochs=2, batch_sizes=(8,), eval_batch_size=8, predict_test=False)
+    on_disk = []
+    write = metrics_lib.MetricWriter.write
+
+    def write_and_count(self, step, split, values):
+        write(self, step, split, values)
+        on_disk.append(len(open(self._jsonl.name).read().splitlines()))
+    monkeypatch.setattr(metrics_lib.MetricWriter, "write", write_and_count)
+    grid.run(config, str(root), "", str(tmp_path / "wd"), str(glue_tokenizer_path))
+
+    # Each line is on disk as soon as it is written, not when the run ends.
+    assert on_disk == list(range(1, len(on_disk) + 1))
+    run_dir = tmp_path / "wd" / "WNLI" / "runs" / "lr0.0003_bs8_seed0"
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]  # 18 rows, batch 8, 2 epochs
+    assert all(np.isfinite(r["loss"]) and r["learning_rate"] >= 0 for r in train_rows)
+    assert [(r["step"], r["best"]) for r in rows if r["split"] == "dev"][0] == (3, 1.0)
+    assert any(p.name.startswith("events.out.tfevents")
+               for p in (run_dir / "tensorboard").iterdir())
+    err = capfd.readouterr().err
+    assert "WNLI lr0.0003_bs8_seed0" in err and "6/6" in err  # tqdm: name, steps done

@@ -115,7 +115,7 @@ class StepTimer:
 
     def step(self, key: Hashable, fn: Callable[[], Any], items: float = 1.0) -> Any:
         if key not in self.seen:
-            self._close()
+            self.stop()
             t0 = time.perf_counter()
             self._last = jax.block_until_ready(fn())
             self.compile_s += time.perf_counter() - t0
@@ -128,7 +128,8 @@ class StepTimer:
         self.items += items
         return self._last
 
-    def _close(self) -> None:
+    def stop(self) -> None:
+        """Block on the last step and stop the clock; the next steady step restarts it."""
         jax.block_until_ready(self._last)
         if self._mark is not None:
             self.seconds += time.perf_counter() - self._mark
@@ -136,17 +137,17 @@ class StepTimer:
 
     @contextlib.contextmanager
     def paused(self):
-        self._close()
+        self.stop()
         yield
 
     def rate(self) -> float | None:
         """Items per second over every steady step so far (None before there is one)."""
-        self._close()
+        self.stop()
         return self.items / self.seconds if self.items and self.seconds > 0 else None
 
     def lap(self) -> float | None:
         """Items per second over the steady steps since the previous lap()."""
-        self._close()
+        self.stop()
         items, seconds = self.items - self._lap[0], self.seconds - self._lap[1]
         self._lap = (self.items, self.seconds)
         return items / seconds if items and seconds > 0 else None

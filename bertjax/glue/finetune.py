@@ -145,7 +145,7 @@ class FineTuner:
             params["bert"] = self.init.bert_params
         return self.dp.put_state(self._state(params, lr, seed))
 
-    def _put(self, batch: dict):
+    def put_batch(self, batch: dict):
         """The global batch -> this host's rows on its devices."""
         n = len(batch["weights"]) // jax.process_count()
         rows = slice(jax.process_index() * n, (jax.process_index() + 1) * n)
@@ -153,13 +153,19 @@ class FineTuner:
 
     def predict(self, state, enc: data.Encoded, timer: metrics_lib.StepTimer) -> np.ndarray:
         """Model outputs for every example of `enc` (logits [n, C], or scores [n])."""
-        bs, result = self.config.eval_batch_size, None
+        bs, pending = self.config.eval_batch_size, []
         for rows, length in data.batch_plan(enc, bs, self.inputs.buckets):
-            batch = self._put(data.make_batch(enc, rows, bs, length))
-            out = timer.step(("eval", length), lambda: self.dp.eval(state, batch), len(rows))
-            out = np.asarray(self.dp.metrics_to_host(out))[:len(rows)]
-            if result is None:
-                result = np.zeros((len(enc),) + out.shape[1:], np.float32)
+            batch = self.put_batch(data.make_batch(enc, rows, bs, length))
+            pending.append((rows, timer.step(("eval", length),
+                                             lambda: self.dp.eval(state, batch), len(rows))))
+        timer.stop()  # the last batches' time belongs to evaluation
+        if not pending:
+            return np.zeros((0,), np.float32)
+        # Fetched only now, so the devices never wait for the host between batches.
+        outs = [(rows, np.asarray(self.dp.metrics_to_host(out))[:len(rows)])
+                for rows, out in pending]
+        result = np.zeros((len(enc),) + outs[0][1].shape[1:], np.float32)
+        for rows, out in outs:
             result[rows] = out
         return result
 
@@ -188,7 +194,7 @@ class FineTuner:
                    dynamic_ncols=True, disable=jax.process_index() != 0)
         try:
             for step, (rows, length) in zip(range(1, total + 1), plan):
-                batch = self._put(data.make_batch(inputs.train, rows, self.batch_size, length))
+                batch = self.put_batch(data.make_batch(inputs.train, rows, self.batch_size, length))
                 state, out = train_timer.step(("train", self.batch_size, length),
                                               lambda: self.dp.step(state, batch), len(rows))
                 bar.update(1)

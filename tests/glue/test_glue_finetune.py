@@ -179,7 +179,7 @@ def test_learning_rate_schedule_is_linear_warmup_then_linear_decay(micro, glue_d
     assert (tuner.total_steps, tuner.warmup_steps) == (20, 5)  # 28 rows: 2 steps per epoch
     state = tuner.create_state(seed=0, lr=2.0)
     rows, length = data.batch_plan(inputs.train, 16, inputs.buckets)[0]
-    batch = tuner._put(data.make_batch(inputs.train, rows, 16, length))
+    batch = tuner.put_batch(data.make_batch(inputs.train, rows, 16, length))
     lrs = []
     for _ in range(20):
         state, out = tuner.dp.step(state, batch)

@@ -91,7 +91,7 @@ def _steps(micro, glue_dir, glue_tokenizer, mode, n=3, **overrides):
     before = jax.device_get(transfer.merge_params(state.params, state.frozen))
     rows, length = data.batch_plan(inputs.train, 16, inputs.buckets,
                                    np.random.default_rng(0))[0]
-    b = tuner._put(data.make_batch(inputs.train, rows, 16, length))
+    b = tuner.put_batch(data.make_batch(inputs.train, rows, 16, length))
     for _ in range(n):  # one batch shape: one compile
         state, _ = tuner.dp.step(state, b)
     after = jax.device_get(transfer.merge_params(state.params, state.frozen))

@@ -188,7 +188,8 @@ class FineTuner:
             for _ in itertools.count())
         train_timer = metrics_lib.StepTimer(self.seen)
         eval_timer = metrics_lib.StepTimer(self.seen)
-        best, history, bad_evals, stopped_early, last_dev, last_loss = None, [], 0, False, None, None
+        best, history, bad_evals, stopped_early = None, [], 0, False
+        last_dev = last_loss = None
         writer = metrics_lib.MetricWriter(str(log_dir))
         bar = tqdm(total=total, desc=f"{spec.name} {name}".strip(), unit="step",
                    dynamic_ncols=True, disable=jax.process_index() != 0)

@@ -1,4 +1,4 @@
-"""What fine-tuning starts from: checkpoints of pretraining runs and imports, and their tokenizers."""
+"""Fine-tuning starts from: checkpoints of pretraining runs and imports, and their tokenizers."""
 import json
 
 import jax
@@ -9,7 +9,7 @@ from glue_fixtures import WORDS, write_task
 
 from bertjax import checkpoint, sweep, train
 from bertjax.convert import output, table
-from bertjax.data import tokenizer, wordpiece
+from bertjax.data import wordpiece
 from bertjax.glue import grid, pretrained
 from bertjax.models import bert
 from configs import pretrain

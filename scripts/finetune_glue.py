@@ -10,7 +10,7 @@ then comes from the config and the vocabulary from the tokenizer.
 from absl import app, flags
 from ml_collections import config_flags
 
-from bertjax.glue import finetune
+from bertjax.glue import grid
 
 config_flags.DEFINE_config_file("config", None, "configs/glue.py:<task>[,preset...]",
                                 lock_config=True)
@@ -19,16 +19,15 @@ flags.DEFINE_string("glue_dir", None, "GLUE data: <glue_dir>/<task>/{train,dev,t
 flags.DEFINE_string("init_checkpoint", "", "bertjax checkpoint (a pretraining workdir or its "
                     "checkpoints/ folder); empty = random initialisation")
 flags.DEFINE_string("workdir", None, "where results, logs and submission files go")
-flags.DEFINE_string("tokenizer", "", "the checkpoint's tokenizer model (default: "
-                    "config.tokenizer)")
+flags.DEFINE_string("tokenizer", "", "tokenizer model or vocabulary (default: config.tokenizer; "
+                    "empty: the checkpoint's own)")
 flags.mark_flags_as_required(["config", "glue_dir", "workdir"])
 
 
 def main(argv):
     del argv
-    summary = finetune.run(flags.FLAGS.config, flags.FLAGS.glue_dir,
-                           flags.FLAGS.init_checkpoint, flags.FLAGS.workdir,
-                           flags.FLAGS.tokenizer)
+    summary = grid.run(flags.FLAGS.config, flags.FLAGS.glue_dir, flags.FLAGS.init_checkpoint,
+                       flags.FLAGS.workdir, flags.FLAGS.tokenizer)
     print(open(f"{flags.FLAGS.workdir}/summary.md").read())
     return 0 if summary["tasks"] else 1
 

@@ -13,7 +13,7 @@ from bad_input_helpers import checksums
 from bertjax import checkpoint, train
 from bertjax.convert import hf
 from bertjax.data import tokenizer
-from bertjax.glue import finetune, tasks
+from bertjax.glue import grid, pretrained, tasks, transfer
 from bertjax.models import bert
 from configs import glue as glue_config
 from configs import pretrain
@@ -34,7 +34,7 @@ def _pretraining_params(cfg: bert.BertConfig) -> dict:
 def test_missing_checkpoint(tmp_path, small_tokenizers):
     with pytest.raises(FileNotFoundError, match=r"no checkpoint found: .*no_run does not exist; "
                                                 r"expected a bertjax pretraining workdir"):
-        finetune.resolve_init(glue_config.get_config("RTE,tiny"), str(tmp_path / "no_run"),
+        pretrained.resolve_init(glue_config.get_config("RTE,tiny"), str(tmp_path / "no_run"),
                               str(small_tokenizers[0]))
     assert not (tmp_path / "no_run").exists()  # loading never creates the directory
 
@@ -75,15 +75,20 @@ def test_fine_tuning_takes_the_checkpoints_size_and_refuses_params_that_do_not_f
     good, bad = tmp_path / "good", tmp_path / "bad"
     checkpoint.save_pretrained(str(good), _pretraining_params(cfg), cfg, tok.identity())
     config = glue_config.get_config("RTE,tiny")  # the tiny size: 128 hidden, 2 layers
-    init = finetune.resolve_init(config, str(good), str(tok.path))
+    init = pretrained.resolve_init(config, str(good), str(tok.path))
     assert (init.model_config.hidden_size, init.model_config.num_layers) == (16, 1)
     # Parameters of a 32-wide model under metadata that says 16: refused before compiling.
     wider = bert.BertConfig(**dict(SMALL, hidden_size=32, intermediate_size=64))
     checkpoint.save_pretrained(str(bad), _pretraining_params(wider), cfg, tok.identity())
-    init = finetune.resolve_init(config, str(bad), str(tok.path))
+    init = pretrained.resolve_init(config, str(bad), str(tok.path))
     with pytest.raises(ValueError, match=r"checkpoint encoder does not fit the model: differing "
                                          r"keys or shapes"):
-        finetune.compile_task(config, tasks.get_task("RTE"), init)
+        model = transfer.build_model("full", init.model_config, 2,
+                                     feature_hidden=config.feature_hidden, feature_dropout=0.0)
+        ids = jnp.zeros((1, 8), jnp.int32)
+        shapes = jax.eval_shape(lambda r: model.init(r, ids, ids, ids)["params"],
+                                jax.random.PRNGKey(0))
+        pretrained.check_encoder_fits(shapes, init)
 
 
 def test_directory_without_checkpoints(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 from bad_input_helpers import REPO, assert_one_line_error, checksums, run_script
 
 from bertjax import checkpoint, train
-from bertjax.glue import finetune
+from bertjax.glue import grid, pretrained
 from configs import glue as glue_config
 from configs import pretrain
 
@@ -81,12 +81,12 @@ def test_glue_learning_rates_and_batch_sizes():
     c.learning_rates = (3e-4, -1e-5)
     with pytest.raises(ValueError, match=r"config.learning_rates=\(0.0003, -1e-05\): expected "
                                          r"positive values"):
-        finetune.validate_config(c)
+        grid.validate_config(c)
     c = glue_config.get_config("RTE,tiny")
     c.batch_sizes = (12,)
     with pytest.raises(ValueError, match=r"config.batch_sizes=\(12,\): each must be a positive "
                                          r"multiple of the 8 devices"):
-        finetune.validate_config(c)
+        grid.validate_config(c)
 
 
 # --- Through the entry point, as a user runs it (subprocesses: a few seconds each). -------------

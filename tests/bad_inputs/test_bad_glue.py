@@ -7,7 +7,7 @@ import random
 import pytest
 from bad_input_helpers import checksums, sentence
 
-from bertjax.glue import finetune, tasks
+from bertjax.glue import grid, pretrained, tasks
 from configs import glue as glue_config
 
 RTE = tasks.get_task("RTE")
@@ -49,7 +49,7 @@ def test_missing_task_directory_fails_before_anything_is_written(tmp_path, small
     (tmp_path / "glue").mkdir()
     with pytest.raises(FileNotFoundError, match=r"GLUE RTE: missing \[.*RTE/train.tsv', "
                                                 r"'.*RTE/dev.tsv'\] under --glue_dir"):
-        finetune.run(micro(), str(tmp_path / "glue"), "", str(tmp_path / "run"),
+        grid.run(micro(), str(tmp_path / "glue"), "", str(tmp_path / "run"),
                      str(small_tokenizers[0]))
     assert not (tmp_path / "run").exists()
 
@@ -91,7 +91,7 @@ def test_malformed_train_rows_are_skipped_and_counted(tmp_path):
 @pytest.mark.slow  # compiles a fine-tuning run (~20 s on a busy 2-core machine)
 def test_malformed_train_rows_show_in_results_json(tmp_path, small_tokenizers):
     note = _malformed_train(tmp_path / "glue")
-    summary = finetune.run(micro(max_train_examples=0, max_steps=1), str(tmp_path / "glue"), "",
+    summary = grid.run(micro(max_train_examples=0, max_steps=1), str(tmp_path / "glue"), "",
                            str(tmp_path / "run"), str(small_tokenizers[0]))
     results = json.loads((tmp_path / "run" / "RTE" / "results.json").read_text())
     assert note in results["notes"] and results["examples"]["train"] == 38
@@ -128,5 +128,5 @@ def test_empty_dev_split_fails_before_the_model_and_keeps_earlier_results(tmp_pa
     (root / "RTE" / "dev.tsv").write_text("\t".join(HEADER) + "\n")
     with pytest.raises(tasks.GlueFormatError, match=r"RTE/dev.tsv: no examples \(only a header, "
                                                     r"or only malformed rows\)"):
-        finetune.run(micro(), str(root), "", str(run_dir), str(small_tokenizers[0]))
+        grid.run(micro(), str(root), "", str(run_dir), str(small_tokenizers[0]))
     assert checksums(run_dir) == before

@@ -14,7 +14,7 @@ from bad_input_helpers import REPO, bert_corpus, checksums, sentence
 
 from bertjax import checkpoint
 from bertjax.data import prepare, pretraining, tokenizer
-from bertjax.glue import finetune
+from bertjax.glue import grid, pretrained
 from configs import glue as glue_config
 from configs import pretrain
 
@@ -60,7 +60,7 @@ def test_tokenizer_differs_from_the_checkpoints_record(tmp_path, small_tokenizer
     config = glue_config.get_config("SST-2,tiny")
     with pytest.raises(ValueError, match=r"tokenizer mismatch: .*ckpt was pretrained with a.model "
                                          r"\(sha256=.*but the tokenizer given is b.model"):
-        finetune.resolve_init(config, str(ckpt), str(b.path))
+        pretrained.resolve_init(config, str(ckpt), str(b.path))
 
 
 def _prepared(tmp_path, tok_path, name="out"):

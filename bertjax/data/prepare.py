@@ -133,7 +133,9 @@ def _run_unit(index_and_unit: tuple[int, corpus_lib.Unit]) -> tuple[int, dict]:
             t = clock()
             sentences = corpus_lib.sentences(doc, job.corpus.lines_are_sentences)
             t1 = clock()
-            ids = [s for s in tok.encode_batch(sentences) if s] if sentences else []
+            # A "[MASK]" in a document is text, as in BERT's data creation (see tokenizer.py).
+            ids = ([s for s in tok.encode_batch(sentences, parse_specials=False) if s]
+                   if sentences else [])
             counts["split_seconds"] += t1 - t
             counts["tokenize_seconds"] += clock() - t1
             if not ids:

@@ -68,7 +68,7 @@ def read_metadata(path, step: int | None = None) -> tuple[dict, int]:
     root = checkpoint_dir(path)
     with make_manager(root, read_only=True) as mngr:
         step = _pick_step(mngr, root, step)
-        meta = mngr.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+        meta = _restore(mngr, root, step, metadata=ocp.args.JsonRestore())
     return dict(meta["metadata"]), step
 
 
@@ -79,8 +79,8 @@ def load_pretrained(path, step: int | None = None):
     root = checkpoint_dir(path)
     with make_manager(root, read_only=True) as mngr:
         step = _pick_step(mngr, root, step)
-        restored = mngr.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
+        restored = _restore(mngr, root, step, params=ocp.args.StandardRestore(),
+                            metadata=ocp.args.JsonRestore())
     meta = dict(restored["metadata"])
     if "model" not in meta:
         raise ValueError(f"{root}/{step}: metadata has no 'model' entry; not a bertjax checkpoint")
@@ -89,10 +89,32 @@ def load_pretrained(path, step: int | None = None):
     return params, cfg, dict(meta.get("tokenizer") or {}), meta
 
 
+_EXPECTED = ("expected a bertjax pretraining workdir, its checkpoints/ folder, or the --out "
+             "of scripts/convert_checkpoint.py")
+
+
+def _restore(mngr: ocp.CheckpointManager, root, step: int, **items):
+    try:
+        return mngr.restore(step, args=ocp.args.Composite(**items))
+    except KeyError as e:  # Orbax: 'Item "metadata" was not found in the checkpoint. ...'
+        raise ValueError(f"{root}/{step} is an Orbax checkpoint but not a bertjax one "
+                         f"({e.args[0] if e.args else e}); {_EXPECTED}") from None
+
+
 def _pick_step(mngr: ocp.CheckpointManager, root, step):
+    # Orbax lists only finished steps: a half-written `<step>.orbax-checkpoint-tmp` is ignored.
     steps = mngr.all_steps()
     if not steps:
-        raise FileNotFoundError(f"no checkpoint found under {root}")
+        root = epath.Path(root)
+        if not root.exists():
+            raise FileNotFoundError(f"no checkpoint found: {root} does not exist; {_EXPECTED}")
+        if (root / "config.json").exists() and not (root / CHECKPOINT_SUBDIR).exists():
+            raise FileNotFoundError(
+                f"{root} looks like a Hugging Face model directory (config.json), not a bertjax "
+                f"checkpoint; import it first: python scripts/convert_checkpoint.py --from=hf "
+                f"--src={root} --out=DIR, then use DIR")
+        raise FileNotFoundError(f"no checkpoint found under {root} (no finished <step>/ "
+                                f"folders); {_EXPECTED}")
     if step is None:
         return mngr.latest_step()
     if step not in steps:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import sys
 from typing import Callable
 
@@ -89,6 +90,32 @@ def format_error(e: BaseException) -> str:
     return f"error: {msg or type(e).__name__} (run with --traceback for details)"
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with an override of a config key that does not exist
+    (`--config.train.batchsize=1`) reported as one line like the other input errors.
+
+    ml_collections raises AttributeError/KeyError there, which absl does not catch (it handles
+    its own flags.Error, e.g. a value of the wrong type, in two lines)."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:
+        if "--traceback" in argv:
+            raise
+        cause: object = e
+        while isinstance(cause, BaseException) and cause.args:  # AttributeError(KeyError(msg))
+            cause = cause.args[0]
+        text = str(cause)
+        names = re.findall(r"'(\w+)'", text)
+        hint = re.search(r"Did you mean .*\?", text)
+        flag = next((a.split("=")[0].lstrip("-") for a in argv[1:] if a.startswith("--") and
+                     names and names[0] in a.split("=")[0].split(".")), None)
+        what = f"unknown config key {names[0]!r}" if names else text.replace("\n", " ")
+        print(f"error: {'--' + flag if flag else 'a --config override'}: {what}"
+              f"{' (' + hint.group() + ')' if hint else ''}; the config is locked, so every "
+              "override must name an existing field", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
 def run(main: Callable) -> None:
     """app.run(main), printing the project's input errors as one line with exit code 1."""
 
@@ -101,4 +128,4 @@ def run(main: Callable) -> None:
             print(format_error(e), file=sys.stderr, flush=True)
             sys.exit(1)
 
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=_parse_flags)

@@ -81,12 +81,25 @@ def nsp_metrics(logits: jax.Array, labels: jax.Array, weights: jax.Array | None 
     return _weighted_metrics("nsp", logits, labels, w)
 
 
-def classification_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy for GLUE classification tasks."""
-    return jnp.mean(_xent(logits, labels))
+def _weighted_mean(per_example, weights, total_weight):
+    if weights is None:
+        return jnp.mean(per_example)
+    w = weights.astype(jnp.float32)
+    total = jnp.sum(w) if total_weight is None else total_weight
+    return jnp.sum(per_example * w) / jnp.maximum(total, 1.0)
 
 
-def regression_loss(predictions: jax.Array, targets: jax.Array) -> jax.Array:
-    """Mean squared error for GLUE regression (STS-B)."""
+def classification_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None,
+                        total_weight: jax.Array | None = None) -> jax.Array:
+    """Cross-entropy for GLUE classification tasks: the mean, or with `weights` (0 marks a
+    padding row) the weighted mean. `total_weight` replaces the sum of `weights` as the divisor
+    when the mean runs over more than this batch (the global batch, when each device sees its
+    slice)."""
+    return _weighted_mean(_xent(logits, labels), weights, total_weight)
+
+
+def regression_loss(predictions: jax.Array, targets: jax.Array, weights: jax.Array | None = None,
+                    total_weight: jax.Array | None = None) -> jax.Array:
+    """Squared error for GLUE regression (STS-B), averaged as classification_loss."""
     diff = predictions.astype(jnp.float32) - targets.astype(jnp.float32)
-    return jnp.mean(diff * diff)
+    return _weighted_mean(diff * diff, weights, total_weight)

@@ -1,13 +1,15 @@
-"""One metric writer (JSON lines + TensorBoard), model FLOPs and MFU.
+"""One metric writer (JSON lines + TensorBoard), steady-state step timing, model FLOPs and MFU.
 
 Only process 0 writes. JSON lines go to <workdir>/metrics.jsonl (one object per log event:
 {"step": .., "split": "train"|"eval", ...}); TensorBoard event files to <workdir>/tensorboard.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from typing import Any, Callable, Hashable
 
 import jax
 
@@ -86,3 +88,66 @@ class MetricWriter:
         if self.enabled:
             self._jsonl.close()
             self._tb.close()
+
+
+class StepTimer:
+    """Steady-state throughput of jitted steps: items per second, compiles and pauses left out.
+
+    `timer.step(key, fn, items)` runs `fn()` (a step). The first step of each new `key` (an input
+    shape: it compiles) is timed alone, blocking before and after, into `compile_s`, and not
+    counted; time inside `with timer.paused():` (evaluation, checkpoints) is not counted either.
+    Dispatch is asynchronous, so the clock is only read after blocking on the last step's
+    output. Pass a shared `seen` set when several timers use the same compiled functions.
+
+    Pretraining's loop uses it as: state, out = timer.step(shape, lambda: dp.step(state, batch),
+    batch_size) per step; `timer.lap()` at each log event for seq/s over the window;
+    `with timer.paused():` around eval and checkpoint saves; compile_s once.
+    """
+
+    def __init__(self, seen: set | None = None):
+        self.seen = set() if seen is None else seen
+        self.compile_s = 0.0
+        self.items = 0.0
+        self.seconds = 0.0
+        self._mark = None          # start of the open steady interval, None when closed
+        self._last: Any = None     # the last step's output, to block on
+        self._lap = (0.0, 0.0)     # (items, seconds) at the previous lap()
+
+    def step(self, key: Hashable, fn: Callable[[], Any], items: float = 1.0) -> Any:
+        if key not in self.seen:
+            self.stop()
+            t0 = time.perf_counter()
+            self._last = jax.block_until_ready(fn())
+            self.compile_s += time.perf_counter() - t0
+            self.seen.add(key)
+            return self._last
+        if self._mark is None:
+            jax.block_until_ready(self._last)
+            self._mark = time.perf_counter()
+        self._last = fn()
+        self.items += items
+        return self._last
+
+    def stop(self) -> None:
+        """Block on the last step and stop the clock; the next steady step restarts it."""
+        jax.block_until_ready(self._last)
+        if self._mark is not None:
+            self.seconds += time.perf_counter() - self._mark
+            self._mark = None
+
+    @contextlib.contextmanager
+    def paused(self):
+        self.stop()
+        yield
+
+    def rate(self) -> float | None:
+        """Items per second over every steady step so far (None before there is one)."""
+        self.stop()
+        return self.items / self.seconds if self.items and self.seconds > 0 else None
+
+    def lap(self) -> float | None:
+        """Items per second over the steady steps since the previous lap()."""
+        self.stop()
+        items, seconds = self.items - self._lap[0], self.seconds - self._lap[1]
+        self._lap = (self.items, self.seconds)
+        return items / seconds if items and seconds > 0 else None

@@ -3,10 +3,15 @@
 BERT's recipe: AdamW (b1 0.9, b2 0.999, eps 1e-6), weight decay 0.01 on every parameter except
 LayerNorm parameters and biases, linear warmup then linear decay to 0, global-norm clipping 1.0.
 Other optimizers and schedules are one config field away, for optimizer comparisons.
+
+Fine-tuning sweeps a grid of learning rates with one compiled step: `make_optimizer(...,
+peak_lr_in_state=True)` keeps the peak learning rate in the optimizer state
+(optax.inject_hyperparams) instead of baking it into the step as a constant.
 """
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam", "adamw", "lamb")
@@ -24,8 +29,11 @@ def check_config(optim_cfg) -> None:
         raise ValueError(f"optim.warmup_steps={optim_cfg.warmup_steps}: expected >= 0")
 
 
-def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
-    lr, warmup = optim_cfg.learning_rate, int(optim_cfg.warmup_steps)
+def make_schedule(optim_cfg, total_steps: int, peak=None) -> optax.Schedule:
+    """The schedule of `optim_cfg`, peaking at `peak` (default optim_cfg.learning_rate; may be a
+    traced scalar, as the schedules are linear in it)."""
+    lr = optim_cfg.learning_rate if peak is None else peak
+    warmup = int(optim_cfg.warmup_steps)
     name = optim_cfg.schedule
     if name == "constant":
         return optax.constant_schedule(lr)
@@ -39,19 +47,47 @@ def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([warm, after], [warmup])
 
 
+# Parameters that are not weights: BERT does not decay LayerNorm parameters or biases, and the
+# ELMo scalar mix of feature-based transfer (glue/transfer.py) holds mixing coefficients.
+_NO_DECAY = ("LayerNorm", "bias", "scalar_mix")
+
+
 def decay_mask(params):
-    """True where weight decay applies: not LayerNorm parameters, not biases."""
+    """True where weight decay applies: not LayerNorm parameters, biases or scalar-mix
+    coefficients. Works on nested trees and on flat {'a/b/c': leaf} dicts alike."""
     def keep(path, _):
         names = [getattr(k, "key", getattr(k, "name", str(k))) for k in path]
-        return not any("LayerNorm" in str(n) or "bias" in str(n) for n in names)
+        return not any(word in str(n) for n in names for word in _NO_DECAY)
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation,
-                                                          optax.Schedule]:
+def make_optimizer(optim_cfg, total_steps: int, *, peak_lr_in_state: bool = False
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """-> (optimizer, schedule). With `peak_lr_in_state` the peak learning rate is a value in
+    the optimizer state, set per run with `set_peak_learning_rate`, and the schedule takes it
+    as a second argument: schedule(step, peak)."""
     check_config(optim_cfg)
-    sched = make_schedule(optim_cfg, total_steps)
-    c = optim_cfg
+    if not peak_lr_in_state:
+        sched = make_schedule(optim_cfg, total_steps)
+        return _build(optim_cfg, sched), sched
+    tx = optax.inject_hyperparams(
+        lambda learning_rate: _build(optim_cfg, make_schedule(optim_cfg, total_steps,
+                                                              learning_rate))
+    )(learning_rate=optim_cfg.learning_rate)
+    return tx, lambda step, peak: make_schedule(optim_cfg, total_steps, peak)(step)
+
+
+def set_peak_learning_rate(opt_state, peak):
+    """An optimizer state of make_optimizer(..., peak_lr_in_state=True) with a new peak."""
+    return opt_state._replace(hyperparams={**opt_state.hyperparams,
+                                           "learning_rate": jnp.asarray(peak, jnp.float32)})
+
+
+def peak_learning_rate(opt_state) -> jax.Array:
+    return opt_state.hyperparams["learning_rate"]
+
+
+def _build(c, sched: optax.Schedule) -> optax.GradientTransformation:
     if c.name == "sgd":
         opt = optax.sgd(sched)
     elif c.name == "momentum":
@@ -68,4 +104,4 @@ def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransform
                          mask=decay_mask)
     if c.grad_clip_norm and c.grad_clip_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(c.grad_clip_norm), opt)
-    return opt, sched
+    return opt

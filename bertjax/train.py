@@ -165,11 +165,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
+    from bertjax.data import corpus as corpus_lib, prepare, pretraining
     model_cfg = bert.BertConfig.from_dict(config.model.to_dict())
     optim.check_config(config.optim)
-    t = config.train
-    for key in ("batch_size", "steps", "log_every", "eval_every", "checkpoint_every",
-                "grad_accum_steps"):
+    t, d = config.train, config.data
+    for key in ("batch_size", "steps", "log_every", "eval_every", "eval_steps",
+                "checkpoint_every", "grad_accum_steps"):
         if int(t[key]) < 1:
             raise ValueError(f"train.{key}={t[key]}: expected a positive integer")
     if config.parallel.mode not in parallel.MODES:
@@ -178,10 +179,27 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
     if config.parallel.fsdp and config.parallel.mode != "jit":
         raise ValueError("parallel.fsdp=True needs parallel.mode='jit'")
     parallel.check_batch_divisible(t.batch_size, t.grad_accum_steps, config.parallel.mode)
-    for seq in _phase_shapes(config):
-        if seq[0] > model_cfg.max_position_embeddings:
-            raise ValueError(f"sequence length {seq[0]} exceeds model.max_position_embeddings="
-                             f"{model_cfg.max_position_embeddings}")
+    for key, (seq, _) in zip(("data.max_seq_len", "train.phase2_max_seq_len"),
+                             _phase_shapes(config)):
+        if seq > model_cfg.max_position_embeddings:
+            raise ValueError(f"{key}={seq}: sequence length {seq} exceeds "
+                             f"model.max_position_embeddings="
+                             f"{model_cfg.max_position_embeddings}; expected at most that (or "
+                             "raise model.max_position_embeddings)")
+    # The data options are validated where they are used (the pipeline's option classes); built
+    # here as well so that a bad value fails before the corpus is prepared.
+    corpus_lib.check_format(d.corpus_format)
+    prepare.check_eval_fraction(d.eval_fraction)
+    pretraining.PairingOptions(max_seq_len=d.max_seq_len, short_seq_prob=d.short_seq_prob,
+                               nsp=d.nsp)
+    pretraining.MaskingOptions(mask_rate=d.mask_rate, mask_token_prob=d.mask_token_prob,
+                               random_token_prob=d.random_token_prob,
+                               max_predictions=d.max_predictions_per_seq,
+                               whole_word=d.whole_word_mask)
+    if t.phase2_start >= 0:
+        for key, low in (("phase2_max_seq_len", 8), ("phase2_max_predictions_per_seq", 1)):
+            if t[key] < low:
+                raise ValueError(f"train.{key}={t[key]}: expected at least {low}")
     return model_cfg
 
 

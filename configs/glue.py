@@ -15,23 +15,24 @@ overridden: `--config.learning_rates='(1e-4,)' --config.num_seeds=3`.
 """
 import ml_collections
 
+from bertjax.glue.tasks import TASK_NAMES
 from bertjax.models import bert
-
-TASKS = ("CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI")
 
 
 def get_config(arg: str = "SST-2") -> ml_collections.ConfigDict:
     task, *presets = [a.strip() for a in (arg or "SST-2").split(",")]
-    lower = {t.lower(): t for t in TASKS + ("all",)}
+    lower = {t.lower(): t for t in TASK_NAMES + ("all",)}
     if task.lower() not in lower:
         raise ValueError(f"Unknown GLUE task {task!r} in configs/glue.py; expected one of "
-                         f"{list(TASKS) + ['all']}")
+                         f"{list(TASK_NAMES) + ['all']}")
     c = ml_collections.ConfigDict()
     c.task = lower[task.lower()]
     c.source = "tsv"                   # 'tsv' (--glue_dir, GLUE download layout) | 'tfds'
-    # The tokenizer the checkpoint was pretrained with (its sha256 is checked against the
-    # checkpoint's record); --tokenizer overrides this.
-    c.tokenizer = "tokenizers/enwiki_30522_unigram.model"
+    # Empty: the checkpoint's own tokenizer (the vocab.txt an import wrote beside it, or the
+    # sentencepiece model its pretraining run recorded); without a checkpoint, the repository's
+    # tokenizers/enwiki_30522_unigram.model. A tokenizer given here or with --tokenizer is
+    # checked against the checkpoint's record (sha256).
+    c.tokenizer = ""
 
     # --- Model. With --init_checkpoint the checkpoint's config is used and only the runtime
     # fields (dropout rates, attention_impl, dtype, remat) of this block apply; without one
@@ -55,12 +56,20 @@ def get_config(arg: str = "SST-2") -> ml_collections.ConfigDict:
     c.epochs = 3
     c.max_steps = 0                    # 0 = epochs decide; else a cap on steps
     c.warmup_fraction = 0.1
-    c.optim = ml_collections.ConfigDict()
+    c.optim = ml_collections.ConfigDict()   # as in configs/pretrain.py; bertjax.optim builds it
+    c.optim.name = "adamw"
+    c.optim.schedule = "warmup_linear_decay"  # warmup_fraction of the steps, then decay to 0
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
     c.optim.eps = 1e-6
     c.optim.weight_decay = 0.01        # not applied to LayerNorm parameters and biases
     c.optim.grad_clip_norm = 1.0       # 0 disables
+    c.optim.momentum = 0.9             # optim.name='momentum' only
+
+    # --- Devices: data parallel over every device of every host (bertjax.parallel).
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.mode = "jit"            # 'jit' (sharded jit over a mesh) | 'pmap'
+    c.parallel.fsdp = False            # jit only: parameters and optimizer state sharded
 
     # --- Evaluation, early stopping, seeds.
     c.eval_batch_size = 128

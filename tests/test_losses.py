@@ -83,3 +83,18 @@ def test_accuracy_counts_ties_as_argmax_does():
     _, correct = losses._weighted_xent(logits, labels, jnp.ones(6))
     assert float(correct) == 2.0   # rows 0 (first of the tie) and 4 (first of all-equal)
     assert float(correct) == float(jnp.sum(jnp.argmax(logits, -1) == labels))
+
+
+def test_glue_losses_weight_examples_and_divide_by_the_global_weight():
+    logits = jnp.array([[2.0, -1.0], [0.5, 0.5], [-3.0, 1.0]])
+    labels = jnp.array([0, 1, 1])
+    w = jnp.array([1.0, 0.0, 1.0])  # the middle row is padding
+    xent = -jax.nn.log_softmax(logits)[jnp.arange(3), labels]
+    assert float(losses.classification_loss(logits, labels, w)) == pytest.approx(
+        float((xent[0] + xent[2]) / 2), rel=1e-6)
+    # Under pmap each device divides its slice's sum by the whole global batch's weight.
+    assert float(losses.classification_loss(logits, labels, w, jnp.float32(8.0))) == pytest.approx(
+        float((xent[0] + xent[2]) / 8), rel=1e-6)
+    pred, target = jnp.array([1.0, 2.0, 5.0]), jnp.array([0.0, 4.0, 5.5])
+    assert float(losses.regression_loss(pred, target, w)) == pytest.approx((1.0 + 0.25) / 2)
+    assert float(losses.regression_loss(pred, target, jnp.zeros(3))) == 0.0  # no division by 0

@@ -34,3 +34,35 @@ def test_writer_writes_jsonl_and_tensorboard(tmp_path):
     assert rows[0]["step"] == 10 and rows[0]["loss"] == pytest.approx(2.5)
     assert rows[0]["mfu"] is None
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
+
+
+def test_step_timer_leaves_compiles_and_pauses_out(monkeypatch):
+    """A fake clock: each step advances it by what it 'costs'."""
+    clock = [0.0]
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock[0])
+
+    def costs(seconds):
+        def fn():
+            clock[0] += seconds
+            return seconds
+        return fn
+
+    seen = set()
+    timer = metrics.StepTimer(seen)
+    assert timer.step("shape64", costs(5.0), 32) == 5.0  # compiles: timed alone, not counted
+    for _ in range(3):
+        timer.step("shape64", costs(1.0), 32)
+    with timer.paused():                                   # evaluation
+        clock[0] += 100.0
+    timer.step("shape128", costs(7.0), 32)                 # a new shape compiles
+    timer.step("shape128", costs(2.0), 32)
+    assert timer.compile_s == 12.0
+    assert timer.rate() == pytest.approx(4 * 32 / 5.0)
+    assert timer.lap() == pytest.approx(4 * 32 / 5.0)
+    timer.step("shape64", costs(0.5), 16)
+    assert timer.lap() == pytest.approx(16 / 0.5)         # only the steps since the last lap
+    assert seen == {"shape64", "shape128"}
+    # A second timer sharing `seen` counts its first steps: those shapes are compiled already.
+    other = metrics.StepTimer(seen)
+    other.step("shape64", costs(1.0), 8)
+    assert other.compile_s == 0.0 and other.rate() == pytest.approx(8.0)

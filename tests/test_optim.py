@@ -77,3 +77,25 @@ def test_gradient_clipping_bounds_the_update():
 def test_bad_optimizer_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
         optim.make_optimizer(_cfg(**kw), 10)
+
+
+def test_peak_learning_rate_in_the_state_serves_a_grid_with_one_compiled_update():
+    """make_optimizer(peak_lr_in_state=True): the same updates as an optimizer built for each
+    learning rate, from one jitted update function."""
+    cfg = _cfg(learning_rate=1.0, warmup_steps=2)
+    tx, sched = optim.make_optimizer(cfg, 10, peak_lr_in_state=True)
+    params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
+    grads = {"dense": {"kernel": jnp.full((2, 2), 0.3), "bias": jnp.full(2, -0.2)}}
+    update = jax.jit(tx.update)
+    for lr in (3e-4, 1e-2):
+        fixed, fixed_sched = optim.make_optimizer(_cfg(learning_rate=lr, warmup_steps=2), 10)
+        state = optim.set_peak_learning_rate(tx.init(params), lr)
+        fixed_state = fixed.init(params)
+        for step in range(4):
+            upd, state = update(grads, state, params)
+            want, fixed_state = fixed.update(grads, fixed_state, params)
+            jax.tree_util.tree_map(
+                lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12), upd, want)
+            assert float(sched(step, lr)) == pytest.approx(float(fixed_sched(step)), rel=1e-6)
+        assert float(optim.peak_learning_rate(state)) == pytest.approx(lr)
+    assert update._cache_size() == 1

@@ -185,7 +185,14 @@ def load(src: str | os.PathLike) -> tuple[dict[str, np.ndarray], bert.BertConfig
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found; expected a Hugging Face BERT "
                                 "directory (config.json + model.safetensors + vocab.txt)")
-    hf_config = json.loads(config_file.read_text(encoding="utf-8"))
+    try:
+        hf_config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{config_file}: not a JSON config ({e}); expected a Hugging Face "
+                              "config.json") from None
+    if not isinstance(hf_config, dict):
+        raise ConversionError(f"{config_file}: holds a {type(hf_config).__name__}; expected a "
+                              "Hugging Face config (a JSON object)")
     cfg = config_from_hf(hf_config, str(config_file))
     weights_where = f"the weights in {src}"
     tensors = canonical_keys(read_weights(src), weights_where)

@@ -8,7 +8,12 @@ A corpus spec is one of
                                   'files' (one document per file, blank lines between paragraphs);
                                   'auto' picks 'wikiextractor' when the first line is a <doc> tag,
                                   otherwise 'bert' (one-document-per-file must be asked for);
-  'tfds:NAME[/CONFIG][:SPLIT]'    a TFDS text dataset (its 'text' feature), e.g. 'tfds:c4/en'.
+  'tfds:NAME[/CONFIG][:SPLIT]'    a TFDS text dataset (its 'text' feature), e.g. 'tfds:c4/en',
+                                  already prepared in the TFDS data dir (never downloaded here).
+
+Local files must be UTF-8 text: binary files, files in a legacy encoding and unreadable .gz files
+are refused before any work (judged from each file's first SNIFF_BYTES); a stray invalid line
+later on keeps its valid text and is counted in ReadStats.invalid_utf8.
 
 Each document carries a key that does not depend on how the corpus was cut into units (file and
 byte offset, TFDS index, ...), so anything derived from it, like the evaluation hold-out, is
@@ -25,12 +30,18 @@ import mmap
 import os
 import pathlib
 import re
+import zlib
 from typing import Iterator
 
 FORMATS = ("auto", "bert", "wikiextractor", "files")
 # Work unit size: small enough to balance 2..64 workers, large enough to amortise a unit's setup.
 UNIT_BYTES = 8 << 20
 _GLOB_CHARS = re.compile(r"[*?\[]")
+# How much of each file is looked at before preparation starts (binary, encoding, gzip checks).
+SNIFF_BYTES = 64 << 10
+# A blank line between documents, with LF or CRLF line endings.
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
 @dataclasses.dataclass
@@ -85,8 +96,7 @@ class Corpus(abc.ABC):
 def open_corpus(spec: str, corpus_format: str = "auto", *, tfds_data_dir: str = "",
                 unit_bytes: int = UNIT_BYTES) -> Corpus:
     """Resolves a corpus spec (see the module docstring); raises before any expensive work."""
-    if corpus_format not in FORMATS:
-        raise ValueError(f"data.corpus_format={corpus_format!r}: expected one of {FORMATS}")
+    check_format(corpus_format)
     if not spec:
         raise ValueError("data.corpus is empty: expected 'default', a path/glob or 'tfds:NAME'")
     if spec == "default":
@@ -94,6 +104,11 @@ def open_corpus(spec: str, corpus_format: str = "auto", *, tfds_data_dir: str = 
     if spec.startswith("tfds:"):
         return TfdsCorpus(spec[len("tfds:"):], data_dir=tfds_data_dir)
     return FileCorpus(spec, corpus_format, unit_bytes=unit_bytes)
+
+
+def check_format(corpus_format: str) -> None:
+    if corpus_format not in FORMATS:
+        raise ValueError(f"data.corpus_format={corpus_format!r}: expected one of {FORMATS}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,12 +149,72 @@ def _list_files(spec: str) -> tuple[list[str], str]:
     return files, root
 
 
-def _sniff_format(path: str) -> str:
-    with _open_binary(path) as f:
-        for raw in f:
-            line = raw.strip()
-            if line:
-                return "wikiextractor" if line.startswith(b"<doc ") or line == b"<doc>" else "bert"
+def _head(path: str) -> bytes:
+    """The first SNIFF_BYTES of a file (decompressed for .gz)."""
+    try:
+        with _open_binary(path) as f:
+            return f.read(SNIFF_BYTES)
+    except _GZIP_ERRORS as e:
+        raise ValueError(f"{path}: not a readable gzip file ({e}); expected gzip-compressed "
+                         "text, since the name ends in .gz") from None
+
+
+def _check_text(path: str, head: bytes) -> None:
+    """Refuses, before any work, files that are not UTF-8 text: binary files (NUL bytes) and
+    files in a legacy single-byte encoding. Judged from the head of the file only; stray
+    invalid bytes later on are counted while reading (as BERT's convert_to_unicode, the valid
+    text of such a line is kept) and reported in the preparation stats."""
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise ValueError(
+            f"{path}: NUL byte at offset {nul}: a binary file (or UTF-16 text); expected UTF-8 "
+            "text. Remove it from data.corpus (or convert UTF-16 with iconv -f utf-16 -t utf-8)")
+    lines = head.split(b"\n")
+    if len(head) == SNIFF_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut mid-character
+    non_ascii, bad = 0, []
+    for i, line in enumerate(lines, start=1):
+        if not line.isascii():
+            non_ascii += 1
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if _looks_single_byte(line):
+                    bad.append((i, line[e.start]))
+    # Latin-1/cp1252 text fails to decode on (nearly) every line with an accent, and its high
+    # bytes read as letters inside words; UTF-8 text with a few corrupt lines decodes on most
+    # of its non-ASCII lines, and corrupt bytes do not read as words.
+    if bad and 2 * len(bad) > non_ascii:
+        line, byte = bad[0]
+        raise ValueError(
+            f"{path}:{line}: byte 0x{byte:02x} is not UTF-8 ({len(bad)} of the {non_ascii} "
+            f"non-ASCII lines in the first {len(head)} bytes fail to decode): the file looks "
+            "like a legacy single-byte encoding (latin-1/cp1252); expected UTF-8. Convert it, e.g. "
+            f"iconv -f cp1252 -t utf-8 {os.path.basename(path)}")
+
+
+_HIGH_RUN = re.compile(rb"[\x80-\xff]+")
+_CP1252_PUNCTUATION = set("\u2018\u2019\u201c\u201d\u2013\u2014\u2026\u00ab\u00bb\u00b0")
+
+
+def _looks_single_byte(line: bytes) -> bool:
+    """Whether every run of high bytes reads, in cp1252, as letters (or typographic punctuation)
+    touching an ASCII letter: 'caf\xe9', 'Gr\xf6\xdfe', 'don\x92t'."""
+    for m in _HIGH_RUN.finditer(line):
+        chars = m.group().decode("cp1252", errors="replace")
+        if not all(c.isalpha() or c in _CP1252_PUNCTUATION for c in chars):
+            return False
+        before, after = line[m.start() - 1:m.start()], line[m.end():m.end() + 1]
+        if not (before.isalpha() or after.isalpha()):
+            return False
+    return True
+
+
+def _sniff_format(head: bytes) -> str:
+    for raw in head.split(b"\n"):
+        line = raw.strip()
+        if line:
+            return "wikiextractor" if line.startswith(b"<doc ") or line == b"<doc>" else "bert"
     return "bert"
 
 
@@ -147,8 +222,15 @@ class FileCorpus(Corpus):
 
     def __init__(self, spec: str, corpus_format: str = "auto", *, unit_bytes: int = UNIT_BYTES):
         self.files, self.root = _list_files(spec)
+        heads = {}
+        for path in self.files:
+            heads[path] = _head(path)
+            _check_text(path, heads[path])
+        if not any(heads.values()):
+            raise ValueError(f"data.corpus={spec!r}: {len(self.files)} file(s), all empty "
+                             f"(e.g. {self.files[0]}); expected text")
         if corpus_format == "auto":
-            corpus_format = _sniff_format(self.files[0])
+            corpus_format = _sniff_format(heads[self.files[0]])
         self.format = corpus_format
         self.lines_are_sentences = corpus_format == "bert"
         self.unit_bytes = unit_bytes
@@ -197,15 +279,15 @@ class FileCorpus(Corpus):
 
 def _split_points(path: str, size: int, unit_bytes: int, corpus_format: str):
     """Cuts a large file into byte ranges that each start exactly at a document."""
-    boundary = b"\n<doc " if corpus_format == "wikiextractor" else b"\n\n"
+    boundary = re.compile(rb"\n<doc " if corpus_format == "wikiextractor" else _BLANK_LINE)
     cuts = [0]
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         target = unit_bytes
         while target < size:
-            i = m.find(boundary, target)
-            if i < 0:
+            found = boundary.search(m, target)
+            if found is None:
                 break
-            cut = i + 1 if corpus_format == "wikiextractor" else i + 2
+            cut = found.start() + 1 if corpus_format == "wikiextractor" else found.end()
             cuts.append(cut)
             target = cut + unit_bytes
     cuts.append(size)
@@ -218,12 +300,22 @@ def _lines(path: str, start: int, end: int | None, stats: ReadStats):
         if start:
             f.seek(start)
         pos = start
-        for raw in f:
-            if end is not None and pos >= end:
-                break
-            stats.bytes += len(raw)
-            yield pos, _decode(raw, path, stats).rstrip("\r\n")
-            pos += len(raw)
+        try:
+            for raw in f:
+                if end is not None and pos >= end:
+                    break
+                stats.bytes += len(raw)
+                yield pos, _decode(raw, path, stats).rstrip("\r\n")
+                pos += len(raw)
+        except _GZIP_ERRORS as e:
+            raise _gzip_error(path, pos, e) from None
+
+
+def _gzip_error(path: str, pos: int, e: Exception) -> ValueError:
+    # A truncated download is usually a mistake to fix, not text to train on: stop, naming it.
+    return ValueError(f"{path}: truncated or corrupt gzip file ({type(e).__name__}: {e}) after "
+                      f"{pos} decompressed bytes; expected a complete .gz file. Re-download or "
+                      "re-compress it, then run again")
 
 
 def _bert_docs(lines, rel: str) -> Iterator[Document]:
@@ -268,7 +360,10 @@ def _paragraphs(text: str) -> list[str]:
 
 def _read_whole_file(path: str, rel: str, stats: ReadStats) -> Iterator[Document]:
     with _open_binary(path) as f:
-        raw = f.read()
+        try:
+            raw = f.read()
+        except _GZIP_ERRORS as e:
+            raise _gzip_error(path, 0, e) from None
     stats.bytes += len(raw)
     text = "\n".join(_decode(line, path, stats) for line in raw.split(b"\n"))
     yield Document(rel, _paragraphs(text))  # empty ones too: preparation counts them
@@ -353,12 +448,19 @@ class TfdsCorpus(Corpus):
         try:
             builder = tfds.builder(self.name, data_dir=self.data_dir)
         except Exception as e:
-            raise ValueError(f"data.corpus='tfds:{name_spec}': TFDS cannot find dataset "
-                             f"{self.name!r} ({e})") from e
+            # TFDS appends its whole catalogue to the message: keep the first line.
+            reason = str(e).strip().split("\n")[0]
+            raise ValueError(f"data.corpus='tfds:{name_spec}': TFDS has no dataset "
+                             f"{self.name!r} ({reason}); expected a registered TFDS name, e.g. "
+                             "'tfds:wikipedia/20230601.en'") from None
         if not builder.is_prepared():
-            # The ordinary TFDS path: download and prepare once (as array_record, readable
-            # without TensorFlow).
-            builder.download_and_prepare(file_format="array_record")
+            # Never download here: on a machine without network TFDS retries for minutes, and
+            # a corpus download belongs in its own step, not inside a training run.
+            raise FileNotFoundError(
+                f"data.corpus='tfds:{name_spec}': TFDS dataset {self.name!r} is not prepared in "
+                f"{builder.data_dir_root}; download and prepare it once (e.g. `tfds build "
+                f"{self.name} --data_dir=DIR --file_format=array_record`) and set "
+                "data.tfds_data_dir=DIR")
         if self.split not in builder.info.splits:
             raise ValueError(f"data.corpus='tfds:{name_spec}': no split {self.split!r}; "
                              f"available: {sorted(builder.info.splits)}")

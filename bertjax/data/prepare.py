@@ -39,6 +39,12 @@ NAME = "bertjax_documents"
 VERSION = "1.0.0"
 SPLITS = ("train", "eval")
 MIN_EVAL_DOCUMENTS = 2  # NotNext pairs need two documents; small corpora get at least this many
+# A "sentence" longer than LONG_SENTENCE tokens is a line that was never split (a file without
+# line breaks in the BERT layout, a table): the pairing would keep one truncated row of it per
+# epoch and drop the rest, so it is cut into SENTENCE_PIECE-token pieces, which fill rows of
+# any max_seq_len. Real sentences are far shorter and stay whole.
+LONG_SENTENCE = 256
+SENTENCE_PIECE = 64
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -121,7 +127,8 @@ def _run_unit(index_and_unit: tuple[int, corpus_lib.Unit]) -> tuple[int, dict]:
     serialize = _serializer(tok.vocab_size)
     read = corpus_lib.ReadStats()
     counts = {"documents": {s: 0 for s in SPLITS}, "sentences": 0, "tokens": 0,
-              "empty_documents": 0, "split_seconds": 0.0, "tokenize_seconds": 0.0}
+              "empty_documents": 0, "long_sentences_cut": 0, "split_seconds": 0.0,
+              "tokenize_seconds": 0.0}
     lowest_train = []  # (hash, record index): candidates to move to eval if it ends up too small
     # CPU time, not wall time: per-core rates stay meaningful on a shared, busy machine.
     clock = time.process_time
@@ -136,6 +143,10 @@ def _run_unit(index_and_unit: tuple[int, corpus_lib.Unit]) -> tuple[int, dict]:
             # A "[MASK]" in a document is text, as in BERT's data creation (see tokenizer.py).
             ids = ([s for s in tok.encode_batch(sentences, parse_specials=False) if s]
                    if sentences else [])
+            long = sum(len(s) > LONG_SENTENCE for s in ids)
+            if long:
+                counts["long_sentences_cut"] += long
+                ids = _cut_long_sentences(ids)
             counts["split_seconds"] += t1 - t
             counts["tokenize_seconds"] += clock() - t1
             if not ids:
@@ -164,6 +175,16 @@ def _run_unit(index_and_unit: tuple[int, corpus_lib.Unit]) -> tuple[int, dict]:
         json.dump(stats, f)
     os.replace(paths["stats"] + ".tmp", paths["stats"])
     return index, stats
+
+
+def _cut_long_sentences(ids: list[list[int]]) -> list[list[int]]:
+    out = []
+    for s in ids:
+        if len(s) > LONG_SENTENCE:
+            out.extend(s[i:i + SENTENCE_PIECE] for i in range(0, len(s), SENTENCE_PIECE))
+        else:
+            out.append(s)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -344,6 +365,7 @@ def _summarise(unit_stats: list[dict], wall: float, lines_are_sentences: bool) -
         "sentences": sum(s["sentences"] for s in unit_stats),
         "tokens": sum(s["tokens"] for s in unit_stats),
         "empty_documents": sum(s["empty_documents"] for s in unit_stats),
+        "long_sentences_cut": sum(s.get("long_sentences_cut", 0) for s in unit_stats),
         "bytes": nbytes,
         "units": len(unit_stats),
         "invalid_utf8_lines": invalid,
@@ -368,8 +390,7 @@ def prepare(corpus_spec: str, tokenizer_path: str, prepared_dir: str | os.PathLi
     Returns the dataset's metadata (tokenizer identity, corpus, stats). Raises ValueError if
     `prepared_dir` already holds data from a different tokenizer, corpus or eval_fraction.
     """
-    if not 0.0 <= eval_fraction < 1.0:
-        raise ValueError(f"data.eval_fraction={eval_fraction}: expected a fraction in [0, 1)")
+    check_eval_fraction(eval_fraction)
     tok = tokenizer_lib.load(tokenizer_path)
     if is_prepared(prepared_dir):
         meta = metadata(prepared_dir)
@@ -386,15 +407,31 @@ def prepare(corpus_spec: str, tokenizer_path: str, prepared_dir: str | os.PathLi
     # TFDS removes its temporary directory on errors, but not after a kill; those are stale.
     for stale in (pathlib.Path(prepared_dir) / NAME).glob("incomplete.*"):
         shutil.rmtree(stale, ignore_errors=True)
-    work_dir = builder.work_dir()
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-    shutil.rmtree(work_dir, ignore_errors=True)
+    # This run's work, and that of interrupted runs over other inputs (e.g. before a broken
+    # corpus file was fixed): the directory now holds its one complete dataset.
+    for work_dir in pathlib.Path(prepared_dir).glob(".work-*"):
+        shutil.rmtree(work_dir, ignore_errors=True)
     _remove_empty_dirs(pathlib.Path(prepared_dir) / "downloads")  # TFDS makes it; nothing to fetch
     meta = metadata(prepared_dir)
     logging.info("prepared %s into %s: %s", corpus.description, prepared_dir,
                  json.dumps(meta["stats"]))
+    if meta["stats"]["long_sentences_cut"]:
+        logging.warning("%d sentence(s) longer than %d tokens (lines never split into sentences?) "
+                        "were cut into %d-token pieces", meta["stats"]["long_sentences_cut"],
+                        LONG_SENTENCE, SENTENCE_PIECE)
+    invalid = meta["stats"]["invalid_utf8_lines"]
+    if invalid:
+        logging.warning("%d line(s) with invalid UTF-8 kept without their invalid bytes, in %s "
+                        "(see stats.invalid_utf8_lines in the prepared dataset's metadata)",
+                        sum(invalid.values()), ", ".join(sorted(invalid)[:5]))
     return meta
+
+
+def check_eval_fraction(eval_fraction: float) -> None:
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"data.eval_fraction={eval_fraction}: expected a fraction in [0, 1)")
 
 
 def _resolved(corpus_spec: str) -> str:

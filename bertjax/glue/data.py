@@ -1,5 +1,8 @@
 """GLUE examples -> `[CLS] A [SEP] B [SEP]` token ids -> length-bucketed, padded batches.
 
+`prepare_inputs` does it once per task (subsampling, encoding, checks); every run of the task
+then draws its batches from the result.
+
 Tokenised examples are stored ragged (one flat token array plus offsets), so memory follows the
 real text, not max_seq_length. Each batch is padded only to its bucket's length (e.g. 64, 128):
 the step functions then compile once per bucket instead of padding everything to 512, and a
@@ -14,11 +17,12 @@ Batches are plain numpy dicts:
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from bertjax.glue import tasks
+from bertjax.models import bert
 
 
 @dataclasses.dataclass
@@ -134,13 +138,47 @@ def batch_plan(enc: Encoded, batch_size: int, buckets: Sequence[int],
     return plan
 
 
-def batches(enc: Encoded, batch_size: int, buckets: Sequence[int],
-            rng: np.random.Generator | None = None) -> Iterator[dict]:
-    for rows, length in batch_plan(enc, batch_size, buckets, rng):
-        yield make_batch(enc, rows, batch_size, length)
-
-
 def steps_per_epoch(enc: Encoded, batch_size: int, buckets: Sequence[int]) -> int:
     which = assign_buckets(enc.lengths, buckets)
     counts = np.bincount(which, minlength=len(buckets))
     return int(sum(-(-c // batch_size) for c in counts))
+
+
+@dataclasses.dataclass
+class TaskInputs:
+    spec: tasks.TaskSpec
+    train: Encoded
+    dev: dict[str, Encoded]
+    test: dict[str, Encoded]
+    test_splits: dict[str, tasks.Split]
+    buckets: tuple[int, ...]
+    subsampled: bool = False          # train or dev cut by max_train/eval_examples
+
+
+def prepare_inputs(config, spec: tasks.TaskSpec, task_data: tasks.TaskData, tok) -> TaskInputs:
+    buckets = bucket_lengths(config.buckets, config.max_seq_length)
+    train, dev, cut = task_data.train, dict(task_data.dev), False
+    if 0 < config.max_train_examples < len(train):
+        train, cut = _subsample(train, config.max_train_examples), True
+    for k, v in dev.items():
+        if 0 < config.max_eval_examples < len(v):
+            dev[k], cut = _subsample(v, config.max_eval_examples), True
+    enc = lambda s: encode_split(s, tok, config.max_seq_length)  # noqa: E731
+    inputs = TaskInputs(spec, enc(train), {k: enc(v) for k, v in dev.items()},
+                        {k: enc(v) for k, v in task_data.test.items()}, task_data.test, buckets,
+                        subsampled=cut)
+    for where, e in [("train", inputs.train), *inputs.dev.items(), *inputs.test.items()]:
+        bert.check_token_ids(e.tokens, tok.vocab_size, where=f"{spec.name} {where or 'dev'} ids")
+    for split, e in [(train, inputs.train), *[(dev[k], e) for k, e in inputs.dev.items()]]:
+        if len(e) == 0:
+            raise ValueError(f"{split.path}: no examples; fine-tuning needs labelled rows")
+    return inputs
+
+
+def _subsample(split: tasks.Split, n: int) -> tasks.Split:
+    # A fixed random subset (seed 0), the same for every run, for smoke tests and quick looks.
+    rows = np.sort(np.random.default_rng(0).permutation(len(split))[:n])
+    pick = lambda xs: [xs[i] for i in rows]  # noqa: E731
+    return tasks.Split(split.path, pick(split.text_a),
+                       pick(split.text_b) if split.text_b is not None else None,
+                       split.labels[rows] if split.labels is not None else None, pick(split.ids))

@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from bertjax import records
 from bertjax.glue import metrics, tasks
 
 # Display names of the metric keys, in the order tables show them.
@@ -80,7 +81,7 @@ def write_summary(workdir: pathlib.Path, results: Mapping[str, Mapping],
         "skipped": dict(skipped),
         "glue_average_bert_paper": avg, "glue_average_missing": missing,
     }
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+    records.write_json(workdir / "summary.json", summary)
 
     lines = ["# GLUE dev results", ""]
     inits = sorted({r["init"] for r in results.values()})

@@ -7,8 +7,11 @@ download script) into a `Split`: plain Python lists and numpy arrays, nothing to
 
 Files are read with quoting disabled because GLUE text holds bare double quotes (MRPC, SST-2,
 QNLI): with csv's default quoting a stray quote would swallow tabs and newlines silently. Every
-row must then have exactly as many fields as the header; anything else is an error naming the
-file and the line.
+row must then have exactly as many fields as the header. A row that does not is skipped and
+counted in a training file (the public QQP train.tsv has a few such rows; the count and line
+numbers go into TaskData.notes, hence results.json), and is an error naming the file and line in
+a dev or test file (a skipped dev row would change the reported metric, a skipped test row the
+submission).
 """
 from __future__ import annotations
 
@@ -105,6 +108,7 @@ class Split:
     text_b: list[str] | None
     labels: np.ndarray | None
     ids: list[str]                   # the `index` column (test files) or the line number
+    skipped_lines: list[int] = dataclasses.field(default_factory=list)  # malformed rows skipped
 
     def __len__(self) -> int:
         return len(self.text_a)
@@ -114,8 +118,12 @@ class GlueFormatError(ValueError):
     pass
 
 
-def read_split(spec: TaskSpec, path: str | os.PathLike, labelled: bool) -> Split:
-    """Reads one TSV file of `spec`'s layout. Test files (labelled=False) carry no label."""
+def read_split(spec: TaskSpec, path: str | os.PathLike, labelled: bool,
+               skip_malformed: bool = False) -> Split:
+    """Reads one TSV file of `spec`'s layout. Test files (labelled=False) carry no label.
+
+    A row with the wrong number of fields is an error, or with `skip_malformed` (training files)
+    skipped and its line number kept in `Split.skipped_lines`."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (expected the GLUE {spec.name} layout)")
@@ -136,8 +144,11 @@ def read_split(spec: TaskSpec, path: str | os.PathLike, labelled: bool) -> Split
                 f"{path}:1: header {header} lacks column(s) {missing} of the GLUE {spec.name} "
                 f"{'train/dev' if labelled else 'test'} layout")
         col = {name: header.index(name) for name in needed}
-        text_a, text_b, raw_labels, ids = [], [], [], []
+        text_a, text_b, raw_labels, ids, skipped = [], [], [], [], []
         for line, row in enumerate(rows, start=first_line):
+            if len(row) != len(header) and skip_malformed:
+                skipped.append(line)
+                continue
             if len(row) != len(header):
                 raise GlueFormatError(
                     f"{path}:{line}: malformed row with {len(row)} tab-separated fields; the "
@@ -151,7 +162,7 @@ def read_split(spec: TaskSpec, path: str | os.PathLike, labelled: bool) -> Split
             else:
                 ids.append(row[col[spec.index]])
     labels = _parse_labels(spec, path, raw_labels) if labelled else None
-    return Split(str(path), text_a, text_b if spec.text_b else None, labels, ids)
+    return Split(str(path), text_a, text_b if spec.text_b else None, labels, ids, skipped)
 
 
 def _parse_labels(spec: TaskSpec, path, raw: Sequence[tuple[int, str]]) -> np.ndarray:
@@ -198,9 +209,15 @@ def load_task(spec: TaskSpec, glue_dir) -> TaskData:
     if missing:
         raise FileNotFoundError(f"GLUE {spec.name}: missing {missing}")
     folder = pathlib.Path(glue_dir) / spec.folder
-    train = read_split(spec, folder / "train.tsv", labelled=True)
+    train = read_split(spec, folder / "train.tsv", labelled=True, skip_malformed=True)
     dev = {suffix: read_split(spec, folder / f, labelled=True) for suffix, f in spec.dev.items()}
+    for split in [train, *dev.values()]:
+        if not len(split):
+            raise GlueFormatError(f"{split.path}: no examples (only a header, or only malformed "
+                                  "rows); fine-tuning needs labelled rows")
     test, notes = {}, []
+    if train.skipped_lines:
+        notes.append(malformed_note(train))
     for name, f in spec.test.items():
         p = folder / f
         if p.is_file():
@@ -208,6 +225,13 @@ def load_task(spec: TaskSpec, glue_dir) -> TaskData:
         else:
             notes.append(f"no {name}.tsv submission: {p.resolve()} not found")
     return TaskData(spec, train, dev, test, notes)
+
+
+def malformed_note(split: Split) -> str:
+    lines = split.skipped_lines
+    shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+    return (f"{split.path}: skipped {len(lines)} malformed row(s) (wrong number of "
+            f"tab-separated fields) at line(s) {shown}")
 
 
 # --- TFDS (optional second source) -----------------------------------------------------------

@@ -131,9 +131,3 @@ def split_params(params: Mapping, predicate: Callable[[str], bool]
 def merge_params(trainable: Mapping[str, jax.Array], frozen: Mapping[str, jax.Array]) -> dict:
     return unflatten({**frozen, **trainable})
 
-
-def weight_decay_mask(trainable: Mapping[str, jax.Array]) -> dict[str, bool]:
-    """BERT's AdamW decays every weight except LayerNorm parameters and biases; the scalar-mix
-    weights are mixing coefficients, not weights, so they are not decayed either."""
-    return {k: not (k.endswith("/bias") or "LayerNorm" in k or "scalar_mix" in k)
-            for k in trainable}

@@ -94,7 +94,7 @@ def test_empty_documents_are_dropped_and_counted(tmp_path, committed_tokenizer):
                            corpus_format="files", eval_fraction=0.0, progress=False)
     assert meta["stats"]["documents"] == 2 and meta["stats"]["empty_documents"] == 2
     with pytest.raises(ValueError, match="produced no training documents"):
-        prepare.prepare(str(tmp_path / "d" / "1.txt"), str(committed_tokenizer.path),
+        prepare.prepare(str(tmp_path / "d" / "2.txt"), str(committed_tokenizer.path),
                         tmp_path / "empty", corpus_format="files", progress=False)
     assert not prepare.is_prepared(tmp_path / "empty")
 

@@ -5,7 +5,7 @@ import sys
 import pytest
 from glue_fixtures import write_task
 
-from bertjax.glue import finetune, tasks
+from bertjax.glue import grid, tasks
 from bertjax.models import bert
 from configs import glue as glue_config
 
@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
     "all", "sst-2", "SST-2,tiny", "MNLI,feature", "RTE,partial,grid", "all,tiny,gpu"])
 def test_glue_configs_are_valid(arg):
     c = glue_config.get_config(arg)
-    finetune.validate_config(c)  # 8 simulated devices: every batch size divides evenly
+    grid.validate_config(c)  # 8 simulated devices: every batch size divides evenly
     assert c.task in tasks.TASK_NAMES + ("all",)
     bert.BertConfig.from_dict(c.model.to_dict())
     if "tiny" in arg:
@@ -38,7 +38,7 @@ def test_unknown_task_or_preset_is_a_clear_error():
     c = glue_config.get_config("CoLA")
     c.mode = "frozen"
     with pytest.raises(ValueError, match="config.mode='frozen'"):
-        finetune.validate_config(c)
+        grid.validate_config(c)
 
 
 def test_entry_point_runs_end_to_end(tmp_path, glue_tokenizer_path):

@@ -10,7 +10,8 @@ from glue_fixtures import SIZES, write_keyword_task, write_task
 
 from bertjax import checkpoint
 from bertjax.data import tokenizer
-from bertjax.glue import finetune, report, tasks
+from bertjax import metrics as metrics_lib, optim
+from bertjax.glue import data, finetune, grid, pretrained, report, tasks, transfer
 from bertjax.models import bert
 
 
@@ -26,7 +27,7 @@ def test_learns_a_trivial_pair_task_and_writes_its_outputs(tmp_path, micro, glue
     # The tiny size, with dropout as in real fine-tuning.
     config.model.update(num_layers=2, hidden_size=128, num_heads=2, intermediate_size=256,
                         hidden_dropout_rate=0.1, attention_dropout_rate=0.1)
-    summary = finetune.run(config, str(root), "", str(tmp_path / "wd"), str(glue_tokenizer_path))
+    summary = grid.run(config, str(root), "", str(tmp_path / "wd"), str(glue_tokenizer_path))
 
     assert summary["tasks"]["RTE"]["metrics"]["accuracy"] > 0.95
     results = json.loads((tmp_path / "wd" / "RTE" / "results.json").read_text())
@@ -57,7 +58,7 @@ def test_all_runs_the_tasks_found_skips_the_rest_and_reuses_finished_work(
     (root / "QNLI").mkdir()  # present but without train.tsv, as in ../shared/data
     config = micro("all", max_steps=2, epochs=1)
     wd = tmp_path / "wd"
-    summary = finetune.run(config, str(root), "", str(wd), str(glue_tokenizer_path))
+    summary = grid.run(config, str(root), "", str(wd), str(glue_tokenizer_path))
 
     assert list(summary["tasks"]) == ["STS-B", "MNLI"]
     assert summary["skipped"]["QNLI"] == "missing train.tsv, dev.tsv"
@@ -80,13 +81,13 @@ def test_all_runs_the_tasks_found_skips_the_rest_and_reuses_finished_work(
 
     # Same config again: every task's results are reused (nothing is re-trained or rewritten).
     stamp = (wd / "MNLI" / "results.json").stat().st_mtime_ns
-    again = finetune.run(config, str(root), "", str(wd), str(glue_tokenizer_path))
+    again = grid.run(config, str(root), "", str(wd), str(glue_tokenizer_path))
     assert again["tasks"] == summary["tasks"]
     assert (wd / "MNLI" / "results.json").stat().st_mtime_ns == stamp
     # A different config never overwrites them.
     config.learning_rates = (1e-4,)
     with pytest.raises(FileExistsError, match="different config"):
-        finetune.run(config, str(root), "", str(wd), str(glue_tokenizer_path))
+        grid.run(config, str(root), "", str(wd), str(glue_tokenizer_path))
 
 
 def test_submission_files_for_every_task(tmp_path, glue_dir):
@@ -121,30 +122,33 @@ def _pretrained_checkpoint(path, tok, cfg):
 
 
 def test_init_from_checkpoint_uses_its_encoder_and_checks_the_tokenizer(
-        tmp_path, micro, glue_tokenizer, glue_tokenizer_path):
+        tmp_path, micro, glue_dir, glue_tokenizer, glue_tokenizer_path):
     config = micro("SST-2")
     cfg = bert.BertConfig.from_dict(dict(config.model.to_dict(), num_layers=1,
                                          vocab_size=glue_tokenizer.vocab_size))
     params = _pretrained_checkpoint(tmp_path / "ckpt", glue_tokenizer, cfg)
-    init = finetune.resolve_init(config, str(tmp_path / "ckpt"), str(glue_tokenizer_path))
+    init = pretrained.resolve_init(config, str(tmp_path / "ckpt"), str(glue_tokenizer_path))
     assert init.model_config.num_layers == 1  # the checkpoint's shape, not config.model's
-    comp = finetune.compile_task(config, tasks.get_task("SST-2"), init)
-    state, frozen = finetune.create_state(comp, init, seed=3)
+    spec = tasks.get_task("SST-2")
+    inputs = data.prepare_inputs(config, spec, tasks.load_task(spec, glue_dir[0]),
+                                 glue_tokenizer)
+    tuner = finetune.FineTuner(config, init, inputs, 16)
+    state = tuner.create_state(seed=3, lr=1e-3)
     got = jax.device_get(state.params)
-    for k, v in finetune.transfer.flatten(params["bert"]).items():
+    for k, v in transfer.flatten(params["bert"]).items():
         np.testing.assert_array_equal(got["bert/" + k], v)  # bit for bit
     assert got["classifier/kernel"].shape == (cfg.hidden_size, 2)
+    assert float(optim.peak_learning_rate(state.opt_state)) == np.float32(1e-3)
 
     other = tokenizer.train([f"completely different text number {i}" for i in range(300)],
                             tmp_path / "other", vocab_size=glue_tokenizer.vocab_size - 60)
     with pytest.raises(ValueError, match="tokenizer mismatch: .*sha256="):
-        finetune.resolve_init(config, str(tmp_path / "ckpt"), str(other))
+        pretrained.resolve_init(config, str(tmp_path / "ckpt"), str(other))
     # A checkpoint without the 'bert' subtree, or whose encoder does not fit, fails early.
     bad_cfg = bert.BertConfig.from_dict(dict(cfg.to_dict(), hidden_size=64))
     with pytest.raises(ValueError, match="does not fit the model"):
-        finetune.compile_task(config, tasks.get_task("SST-2"), finetune.Init(
-            bad_cfg.__class__(**dict(cfg.to_dict(), hidden_size=64)), params["bert"],
-            glue_tokenizer, "x"))
+        finetune.FineTuner(config, pretrained.Init(bad_cfg, params["bert"], glue_tokenizer, "x"),
+                           inputs, 16)
 
 
 def test_selection_takes_the_best_median_grid_point():
@@ -153,19 +157,35 @@ def test_selection_takes_the_best_median_grid_point():
                 "dev": {"f1": f1, "accuracy": acc}}
     runs = [run(5e-5, 0, 0.8, 0.90), run(5e-5, 1, 0.7, 0.50), run(5e-5, 2, 0.7, 0.55),
             run(2e-5, 0, 0.7, 0.80), run(2e-5, 1, 0.75, 0.82), run(2e-5, 2, 0.6, 0.70)]
-    grid, chosen, median, best = finetune.select(runs, "f1")
+    grid_, chosen, median, best = grid.select(runs, "f1")
     # 5e-5 has the best single run (0.90) but the worse median (0.55 < 0.80).
-    assert [g["median_dev_f1"] for g in grid] == [0.55, 0.80]
+    assert [g["median_dev_f1"] for g in grid_] == [0.55, 0.80]
     assert chosen["learning_rate"] == 2e-5
     assert median == {"f1": 0.80, "accuracy": 0.7}
     assert (best["learning_rate"], best["seed"]) == (2e-5, 1)
 
 
-def test_learning_rate_schedule_is_linear_warmup_then_linear_decay():
-    lrs = [finetune.learning_rate(s, 1.0, 10, 100) for s in range(101)]
-    assert lrs[0] == 0.0 and lrs[5] == 0.5 and lrs[10] == 1.0
-    assert lrs[55] == pytest.approx(0.5) and lrs[100] == 0.0
-    assert np.all(np.diff(lrs[:11]) > 0) and np.all(np.diff(lrs[10:]) < 0)
+def test_learning_rate_schedule_is_linear_warmup_then_linear_decay(micro, glue_dir,
+                                                                   glue_tokenizer):
+    """The schedule the fine-tuning step applies, read from its logged learning rates."""
+    config = micro("SST-2", max_steps=0, epochs=10, warmup_fraction=0.25)
+    cfg = bert.BertConfig.from_dict(dict(config.model.to_dict(),
+                                         vocab_size=glue_tokenizer.vocab_size))
+    spec = tasks.get_task("SST-2")
+    inputs = data.prepare_inputs(config, spec, tasks.load_task(spec, glue_dir[0]),
+                                 glue_tokenizer)
+    tuner = finetune.FineTuner(config, pretrained.Init(cfg, None, glue_tokenizer, "random"),
+                               inputs, 16)
+    assert (tuner.total_steps, tuner.warmup_steps) == (20, 5)  # 28 rows: 2 steps per epoch
+    state = tuner.create_state(seed=0, lr=2.0)
+    rows, length = data.batch_plan(inputs.train, 16, inputs.buckets)[0]
+    batch = tuner.put_batch(data.make_batch(inputs.train, rows, 16, length))
+    lrs = []
+    for _ in range(20):
+        state, out = tuner.dp.step(state, batch)
+        lrs.append(float(tuner.dp.metrics_to_host(out)["learning_rate"]))
+    expect = [2.0 * s / 5 for s in range(5)] + [2.0 * (20 - s) / 15 for s in range(5, 20)]
+    np.testing.assert_allclose(lrs, expect, rtol=1e-6)
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_gain(
@@ -176,7 +196,7 @@ def test_early_stopping_stops_after_patience_evaluations_without_gain(
     config = micro("WNLI", learning_rates=(1e-12,), epochs=10, eval_every=1,
                    early_stopping_patience=2, batch_sizes=(8,), eval_batch_size=8,
                    predict_test=False)
-    finetune.run(config, str(root), "", str(tmp_path / "wd"), str(glue_tokenizer_path))
+    grid.run(config, str(root), "", str(tmp_path / "wd"), str(glue_tokenizer_path))
     r = json.loads((tmp_path / "wd" / "WNLI" / "results.json").read_text())["runs"][0]
     assert r["stopped_early"] and r["steps"] == 3 and r["best_step"] == 1
     assert r["total_steps"] == 10 * r["steps_per_epoch"]
@@ -187,22 +207,22 @@ def test_bad_config_and_data_fail_before_any_training(tmp_path, micro, glue_toke
     write_task(root, "CoLA")
     with pytest.raises(ValueError, match=r"batch_sizes=\(12,\): each must be a positive "
                                          r"multiple of the 8 devices"):
-        finetune.run(micro("CoLA", batch_sizes=(12,)), str(root), "", str(tmp_path / "a"),
+        grid.run(micro("CoLA", batch_sizes=(12,)), str(root), "", str(tmp_path / "a"),
                      str(glue_tokenizer_path))
     with pytest.raises(FileNotFoundError, match=r"GLUE MRPC: missing"):
-        finetune.run(micro("MRPC"), str(root), "", str(tmp_path / "b"),
+        grid.run(micro("MRPC"), str(root), "", str(tmp_path / "b"),
                      str(glue_tokenizer_path))
     shutil.copy(root / "CoLA" / "dev.tsv", root / "CoLA" / "dev.bak")
     with open(root / "CoLA" / "dev.tsv", "a") as f:
         f.write("gj04\t1\tonly three fields\n")
     with pytest.raises(tasks.GlueFormatError, match=r"CoLA/dev.tsv:12: malformed row"):
-        finetune.run(micro("CoLA"), str(root), "", str(tmp_path / "c"),
+        grid.run(micro("CoLA"), str(root), "", str(tmp_path / "c"),
                      str(glue_tokenizer_path))
     assert not (tmp_path / "c").exists()  # nothing written before the data is known good
     write_task(root, "RTE")
     (root / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n")
     with pytest.raises(ValueError, match=r"RTE/train.tsv: no examples"):
-        finetune.run(micro("RTE"), str(root), "", str(tmp_path / "d"), str(glue_tokenizer_path))
+        grid.run(micro("RTE"), str(root), "", str(tmp_path / "d"), str(glue_tokenizer_path))
     assert not (tmp_path / "d" / "RTE").exists()
 
 
@@ -242,6 +262,34 @@ def test_feature_mode_learns_the_pair_task_from_frozen_random_features(
     config = micro("RTE", mode="feature", max_train_examples=0, epochs=2,
                    learning_rates=(1e-3,), predict_test=False)
     config.model.position_embedding = "learned"
-    summary = finetune.run(config, str(root), "", str(tmp_path / "wd"), str(glue_tokenizer_path))
+    summary = grid.run(config, str(root), "", str(tmp_path / "wd"), str(glue_tokenizer_path))
     assert summary["tasks"]["RTE"]["mode"] == "feature"
     assert summary["tasks"]["RTE"]["metrics"]["accuracy"] > 0.95
+
+
+def test_each_run_shows_a_progress_bar_and_writes_its_logs_line_by_line(
+        tmp_path, micro, glue_tokenizer_path, monkeypatch, capfd):
+    root = tmp_path / "glue"
+    write_task(root, "WNLI")
+    config = micro("WNLI", epochs=2, batch_sizes=(8,), eval_batch_size=8, predict_test=False)
+    on_disk = []
+    write = metrics_lib.MetricWriter.write
+
+    def write_and_count(self, step, split, values):
+        write(self, step, split, values)
+        on_disk.append(len(open(self._jsonl.name).read().splitlines()))
+    monkeypatch.setattr(metrics_lib.MetricWriter, "write", write_and_count)
+    grid.run(config, str(root), "", str(tmp_path / "wd"), str(glue_tokenizer_path))
+
+    # Each line is on disk as soon as it is written, not when the run ends.
+    assert on_disk == list(range(1, len(on_disk) + 1))
+    run_dir = tmp_path / "wd" / "WNLI" / "runs" / "lr0.0003_bs8_seed0"
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]  # 18 rows, batch 8, 2 epochs
+    assert all(np.isfinite(r["loss"]) and r["learning_rate"] >= 0 for r in train_rows)
+    assert [(r["step"], r["best"]) for r in rows if r["split"] == "dev"][0] == (3, 1.0)
+    assert any(p.name.startswith("events.out.tfevents")
+               for p in (run_dir / "tensorboard").iterdir())
+    err = capfd.readouterr().err
+    assert "WNLI lr0.0003_bs8_seed0" in err and "6/6" in err  # tqdm: name, steps done

@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from bertjax.glue import finetune, tasks
+from bertjax.glue import grid, tasks
 from glue_fixtures import micro_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def test_real_glue_files_read_with_the_official_row_counts(shared_data):
 def test_fine_tunes_on_real_wnli_and_writes_a_full_submission(shared_data, tmp_path):
     config = micro_config("WNLI", max_steps=30, learning_rates=(1e-3,), eval_every=10,
                           max_seq_length=128, buckets=(64,), predict_test=True)
-    summary = finetune.run(config, str(shared_data / "glue"), "", str(tmp_path / "wd"),
+    summary = grid.run(config, str(shared_data / "glue"), "", str(tmp_path / "wd"),
                            str(TOKENIZER))
     results = json.loads((tmp_path / "wd" / "WNLI" / "results.json").read_text())
     assert results["examples"] == {"train": 635, "dev": 71, "test_WNLI": 146}

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bertjax.glue import data, finetune, tasks, transfer
+from bertjax import optim
+from bertjax.glue import data, finetune, pretrained, tasks, transfer
 from bertjax.models import bert
 
 
@@ -50,39 +51,56 @@ def test_partial_mode_trains_exactly_the_top_layers_and_head():
 
 
 def test_weight_decay_mask_excludes_layer_norm_bias_and_mix():
-    mask = transfer.weight_decay_mask({
+    """optim.decay_mask, the one rule, on the flat keys fine-tuning uses."""
+    mask = optim.decay_mask({
         "bert/encoder/layer_0/attention/self/query/kernel": 0,
         "bert/encoder/layer_0/attention/self/query/bias": 0,
         "bert/embeddings/LayerNorm/scale": 0, "bert/embeddings/word_embeddings/embedding": 0,
         "scalar_mix/scalar_weights": 0, "scalar_mix/gamma": 0, "classifier/kernel": 0})
-    assert [k for k, v in mask.items() if v] == [
-        "bert/encoder/layer_0/attention/self/query/kernel",
-        "bert/embeddings/word_embeddings/embedding", "classifier/kernel"]
+    assert sorted(k for k, v in mask.items() if v) == [
+        "bert/embeddings/word_embeddings/embedding",
+        "bert/encoder/layer_0/attention/self/query/kernel", "classifier/kernel"]
+
+
+@pytest.mark.parametrize("mode", ["full", "feature"])
+def test_decay_mask_agrees_with_the_former_glue_rule_on_every_glue_parameter(mode):
+    """The rule glue/transfer.py had (decay unless the key ends in /bias or names LayerNorm or
+    the scalar mix) and optim.decay_mask pick the same parameters of the real models."""
+    cfg = _cfg()
+    ids = jnp.zeros((1, 8), jnp.int32)
+    model = transfer.build_model(mode, cfg, 3)
+    flat = transfer.flatten(jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), ids, ids, ids)["params"]))
+    former = {k: not (k.endswith("/bias") or "LayerNorm" in k or "scalar_mix" in k) for k in flat}
+    assert optim.decay_mask(flat) == former
+    assert any(former.values()) and not all(former.values())
 
 
 def _steps(micro, glue_dir, glue_tokenizer, mode, n=3, **overrides):
-    """n train steps on the SST-2 fixture; -> (initial params, final params, compiled, state)."""
+    """n train steps on the SST-2 fixture; -> (initial params, final params, tuner, state,
+    batch)."""
     root, _ = glue_dir
-    config = micro("SST-2", mode=mode, **overrides)
+    config = micro("SST-2", mode=mode, warmup_fraction=0.0, **overrides)
     cfg = bert.BertConfig.from_dict(dict(config.model.to_dict(),
                                          vocab_size=glue_tokenizer.vocab_size))
-    init = finetune.Init(cfg, None, glue_tokenizer, "random")
+    init = pretrained.Init(cfg, None, glue_tokenizer, "random")
     spec = tasks.get_task("SST-2")
-    comp = finetune.compile_task(config, spec, init)
-    state, frozen = finetune.create_state(comp, init, seed=0)
-    before = jax.device_get(transfer.merge_params(state.params, frozen))
-    enc = data.encode_split(tasks.load_task(spec, root).train, glue_tokenizer, 32)
-    batches = data.batches(enc, 16, (16, 32), np.random.default_rng(0))
-    b = next(batches)
+    inputs = data.prepare_inputs(config, spec, tasks.load_task(spec, root), glue_tokenizer)
+    tuner = finetune.FineTuner(config, init, inputs, 16)
+    state = tuner.create_state(seed=0, lr=1e-2)
+    before = jax.device_get(transfer.merge_params(state.params, state.frozen))
+    rows, length = data.batch_plan(inputs.train, 16, inputs.buckets,
+                                   np.random.default_rng(0))[0]
+    b = tuner.put_batch(data.make_batch(inputs.train, rows, 16, length))
     for _ in range(n):  # one batch shape: one compile
-        state, _ = comp.train(state, frozen, comp.put_batch(b), np.float32(1e-2))
-    after = jax.device_get(transfer.merge_params(state.params, frozen))
-    return transfer.flatten(before), transfer.flatten(after), comp, state, frozen, b
+        state, _ = tuner.dp.step(state, b)
+    after = jax.device_get(transfer.merge_params(state.params, state.frozen))
+    return transfer.flatten(before), transfer.flatten(after), tuner, state, b
 
 
 def test_feature_mode_leaves_the_encoder_bit_identical_and_skips_its_backward(
         micro, glue_dir, glue_tokenizer):
-    before, after, comp, state, frozen, b = _steps(micro, glue_dir, glue_tokenizer, "feature")
+    before, after, tuner, state, b = _steps(micro, glue_dir, glue_tokenizer, "feature")
     enc_keys = [k for k in before if k.startswith("bert/")]
     assert enc_keys and all(np.array_equal(before[k], after[k]) for k in enc_keys)
     head = [k for k in before if not k.startswith("bert/")]
@@ -96,11 +114,9 @@ def test_feature_mode_leaves_the_encoder_bit_identical_and_skips_its_backward(
     # Nor is its gradient computed: before XLA optimises anything (so a gradient computed and
     # then dropped would still count), the feature-mode step costs about one encoder forward
     # pass, where full fine-tuning costs about three (forward and backward).
-    flops = {"feature": comp.train.lower(state, frozen, comp.put_batch(b),
-                                         np.float32(0)).cost_analysis()["flops"]}
-    _, _, comp, state, frozen, b = _steps(micro, glue_dir, glue_tokenizer, "full", n=0)
-    flops["full"] = comp.train.lower(state, frozen, comp.put_batch(b),
-                                     np.float32(0)).cost_analysis()["flops"]
+    flops = {"feature": tuner.dp.step.lower(state, b).cost_analysis()["flops"]}
+    _, _, tuner, state, b = _steps(micro, glue_dir, glue_tokenizer, "full", n=0)
+    flops["full"] = tuner.dp.step.lower(state, b).cost_analysis()["flops"]
     assert flops["feature"] < 0.5 * flops["full"], flops
 
 

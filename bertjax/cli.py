@@ -6,12 +6,17 @@
   cli.user_path(p)       a path typed by the user -> absolute, against the current directory.
   cli.repo_file(p)       a default that names a file of this repository (tokenizers/...) ->
                          absolute, found from any current directory.
+  cli.resolve_data_paths(config.data)
+                         the same for the path fields of a pretraining config's data section.
+  cli.stdout_to_stderr() everything printed inside goes to stderr, so that a script whose output
+                         is JSON prints only JSON.
 
 Resolving paths once, at the entry point, matters because some libraries (Orbax) refuse
 relative paths, and a library must never guess which directory a relative path meant.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
@@ -52,6 +57,32 @@ def repo_file(path: str) -> str:
         return resolved
     in_repo = REPO_ROOT / path
     return str(in_repo) if in_repo.exists() else resolved
+
+
+def resolve_data_paths(data) -> None:
+    """Makes the path fields of a pretraining config's `data` section absolute, in place: the
+    corpus, prepared_dir and tfds_data_dir against the current directory, the tokenizer also
+    from the repository (its default is the shipped tokenizers/enwiki_30522_unigram.model)."""
+    for key in ("corpus", "prepared_dir", "tfds_data_dir"):
+        data[key] = user_path(data[key])
+    data.tokenizer = repo_file(data.tokenizer)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Sends stdout to stderr for the duration, at the file-descriptor level: libraries that
+    print progress (TFDS's "Downloading and preparing dataset...", C++ code, worker processes)
+    would otherwise mix it into a JSON result that callers pipe into a parser."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def format_error(e: BaseException) -> str:

@@ -18,11 +18,13 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/pretrain.py:mini", "Config.",
-                                          lock_config=True)
+from bertjax import cli
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", cli.repo_file("configs/pretrain.py") + ":mini", "Config.", lock_config=True)
 _BATCH = flags.DEFINE_integer("batch", 32, "Global batch size.")
 _SEQ = flags.DEFINE_integer("seq", 128, "Sequence length.")
 _PREDS = flags.DEFINE_integer("predictions", 20, "Masked predictions per sequence.")
@@ -111,16 +113,18 @@ def peer(python, script, cfg, batch, seq, steps):
 def main(argv):
     del argv
     config = _CONFIG.value
-    time_once, result = bench(config, _BATCH.value, _SEQ.value, _PREDS.value, _STEPS.value)
-    from bertjax.models import bert
-    cfg = bert.BertConfig.from_dict(config.model.to_dict())
-    peer_runs = []
-    for _ in range(_REPEATS.value):
-        time_once()
-        if _PEER.value:
-            peer_runs.append(peer(_PEER.value, _PEER_SCRIPT.value, cfg, _BATCH.value,
-                                  _SEQ.value, _STEPS.value))
-    out = {"bertjax": result()}
+    peer_script = cli.user_path(_PEER_SCRIPT.value)
+    with cli.stdout_to_stderr():
+        time_once, result = bench(config, _BATCH.value, _SEQ.value, _PREDS.value, _STEPS.value)
+        from bertjax.models import bert
+        cfg = bert.BertConfig.from_dict(config.model.to_dict())
+        peer_runs = []
+        for _ in range(_REPEATS.value):
+            time_once()
+            if _PEER.value:
+                peer_runs.append(peer(_PEER.value, peer_script, cfg, _BATCH.value,
+                                      _SEQ.value, _STEPS.value))
+        out = {"bertjax": result()}
     if peer_runs:
         best = max(peer_runs, key=lambda r: r["seq_per_s"])
         ours = [_BATCH.value / t for t in out["bertjax"]["step_s_all_repeats"]]
@@ -134,4 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

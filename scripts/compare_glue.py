@@ -5,6 +5,7 @@
 """
 from absl import app, flags
 
+from bertjax import cli
 from bertjax.glue import report
 
 flags.DEFINE_list("workdirs", None, "GLUE workdirs written by finetune_glue.py")
@@ -14,11 +15,11 @@ flags.mark_flag_as_required("workdirs")
 
 def main(argv):
     del argv
-    labels = flags.FLAGS.labels
-    if labels and len(labels) != len(flags.FLAGS.workdirs):
-        raise app.UsageError(f"{len(labels)} labels for {len(flags.FLAGS.workdirs)} workdirs")
-    print(report.compare_table(flags.FLAGS.workdirs, labels), end="")
+    labels, workdirs = flags.FLAGS.labels, flags.FLAGS.workdirs
+    if labels and len(labels) != len(workdirs):
+        raise app.UsageError(f"{len(labels)} labels for {len(workdirs)} workdirs")
+    print(report.compare_table([cli.user_path(w) for w in workdirs], labels), end="")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

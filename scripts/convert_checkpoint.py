@@ -10,6 +10,8 @@ vocab.txt for WordPiece, tokenizer.json for unigram SentencePiece):
 """
 from absl import app, flags, logging
 
+from bertjax import cli
+
 flags.DEFINE_enum("from", None, ["hf", "google"], "Import from this format into bertjax.")
 flags.DEFINE_enum("to", None, ["hf"], "Export a bertjax checkpoint to this format.")
 flags.DEFINE_string("src", None, "Source directory (HF/Google model dir, or bertjax workdir / "
@@ -36,16 +38,18 @@ def main(argv):
     source, target = FLAGS["from"].value, FLAGS.to
     if bool(source) == bool(target):
         raise app.UsageError("give exactly one of --from=hf|google or --to=hf")
+    src, out = cli.user_path(FLAGS.src), cli.user_path(FLAGS.out)
     lower = {"auto": None, "true": True, "false": False}[FLAGS.do_lower_case]
     if source:
         module = hf if source == "hf" else google
-        out = module.import_checkpoint(FLAGS.src, FLAGS.out, scan_layers=FLAGS.scan_layers,
+        out = module.import_checkpoint(src, out, scan_layers=FLAGS.scan_layers,
                                        seed=FLAGS.seed, do_lower_case=lower)
     else:
-        out = hf.export_checkpoint(FLAGS.src, FLAGS.out, tokenizer=FLAGS.tokenizer,
+        tokenizer = cli.repo_file(FLAGS.tokenizer) if FLAGS.tokenizer else None
+        out = hf.export_checkpoint(src, out, tokenizer=tokenizer,
                                    step=FLAGS.step, skip_tokenizer=FLAGS.skip_tokenizer)
     logging.info("done: %s", out)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -7,9 +7,10 @@
 An empty --init_checkpoint fine-tunes from random initialisation (the baseline); the model size
 then comes from the config and the vocabulary from the tokenizer.
 """
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from bertjax import cli
 from bertjax.glue import grid
 
 config_flags.DEFINE_config_file("config", None, "configs/glue.py:<task>[,preset...]",
@@ -26,11 +27,16 @@ flags.mark_flags_as_required(["config", "glue_dir", "workdir"])
 
 def main(argv):
     del argv
-    summary = grid.run(flags.FLAGS.config, flags.FLAGS.glue_dir, flags.FLAGS.init_checkpoint,
-                       flags.FLAGS.workdir, flags.FLAGS.tokenizer)
-    print(open(f"{flags.FLAGS.workdir}/summary.md").read())
+    config = flags.FLAGS.config
+    config.tokenizer = cli.repo_file(config.tokenizer)  # '' (the checkpoint's own) stays ''
+    workdir = cli.user_path(flags.FLAGS.workdir)
+    summary = grid.run(config, cli.user_path(flags.FLAGS.glue_dir),
+                       cli.user_path(flags.FLAGS.init_checkpoint), workdir,
+                       cli.repo_file(flags.FLAGS.tokenizer))
+    with open(f"{workdir}/summary.md", encoding="utf-8") as f:
+        print(f.read())
     return 0 if summary["tasks"] else 1
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

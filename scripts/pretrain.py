@@ -23,10 +23,13 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("bertjax").setLevel(logging.INFO)
     config = _CONFIG.value
-    for key in ("corpus", "prepared_dir"):
-        config.data[key] = cli.user_path(config.data[key])
-    config.data.tokenizer = cli.repo_file(config.data.tokenizer)
+    cli.resolve_data_paths(config.data)
     result = train.train_and_evaluate(config, cli.user_path(_WORKDIR.value))
+    if not result.last_train and not result.preempted:
+        logging.getLogger("bertjax").info(
+            "nothing to train: the workdir's checkpoint is at step %d, config.train.steps=%d",
+            result.step, config.train.steps)
+        return
     logging.getLogger("bertjax").info(
         "done at step %d%s; last train %s; last eval %s", result.step,
         " (preempted)" if result.preempted else "", train.format_metrics(result.last_train),

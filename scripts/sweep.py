@@ -8,11 +8,11 @@ One sub-workdir per point; finished points are skipped on re-runs; summary.md/.c
 import importlib.util
 import logging
 
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from bertjax import sweep
+from bertjax import cli, sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path:variant).",
                                           lock_config=True)
@@ -26,16 +26,20 @@ def main(argv):
     # Our progress and results at INFO; the libraries' (Orbax, TFDS) INFO chatter hidden.
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("bertjax").setLevel(logging.INFO)
-    path = flags.FLAGS["config"].config_filename
+    # config_filename is what was typed, "path:variant"; ml_collections splits at the first ':'.
+    path = flags.FLAGS["config"].config_filename.split(":", 1)[0]
     spec = importlib.util.spec_from_file_location("sweep_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_sweep"):
         raise ValueError(f"{path} defines no get_sweep(name)")
-    results = sweep.run_sweep(_CONFIG.value, module.get_sweep(_SWEEP.value), _WORKDIR.value)
-    logging.getLogger("bertjax").info("sweep %s: %d points done; summary in %s/summary.md", _SWEEP.value,
-                 len(results), _WORKDIR.value)
+    config = _CONFIG.value
+    cli.resolve_data_paths(config.data)
+    workdir = cli.user_path(_WORKDIR.value)
+    results = sweep.run_sweep(config, module.get_sweep(_SWEEP.value), workdir)
+    logging.getLogger("bertjax").info("sweep %s: %d points done; summary in %s/summary.md",
+                                      _SWEEP.value, len(results), workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -8,8 +8,9 @@ Writes <output>.model and its card <output>.md (corpus, settings, date, this com
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from bertjax import cli
 from bertjax.data import tokenizer
 
 _CORPUS = flags.DEFINE_string("corpus", "default", "'default', a path/directory/glob or tfds:NAME")
@@ -29,11 +30,11 @@ def main(argv):
     del argv
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     model = tokenizer.train_from_corpus(
-        _CORPUS.value, _OUTPUT.value, corpus_format=_FORMAT.value, vocab_size=_VOCAB.value,
+        cli.user_path(_CORPUS.value), cli.user_path(_OUTPUT.value), corpus_format=_FORMAT.value, vocab_size=_VOCAB.value,
         model_type=_TYPE.value, lowercase=_LOWER.value, character_coverage=_COVERAGE.value,
         input_sentence_size=_SAMPLE.value, max_corpus_bytes=_MAX_BYTES.value, command=command)
     print(f"wrote {model} and {model.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

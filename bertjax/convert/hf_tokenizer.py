@@ -6,8 +6,8 @@ unigram model with the same pieces and scores. [PAD]/[UNK]/[CLS]/[SEP]/[MASK] be
 tokens and a post-processor adds [CLS] ... [SEP] (... [SEP]) as BERT's inputs have them.
 
 Equivalence is checked, not assumed: `convert` encodes sample texts with both and refuses on any
-difference. One intended difference remains: as everywhere in transformers, a literal "[MASK]"
-in raw text becomes the special token (our SentencePiece tokenizer keeps it as text).
+difference. A literal "[MASK]" in raw text becomes the special token in both (bertjax's
+Tokenizer.encode splits on the special strings the same way; tests/data/test_tokenizer.py).
 BPE SentencePiece models are not converted (their merges are not stored in the model).
 """
 from __future__ import annotations

@@ -140,7 +140,9 @@ def _run_unit(index_and_unit: tuple[int, corpus_lib.Unit]) -> tuple[int, dict]:
             t = clock()
             sentences = corpus_lib.sentences(doc, job.corpus.lines_are_sentences)
             t1 = clock()
-            ids = [s for s in tok.encode_batch(sentences) if s] if sentences else []
+            # A "[MASK]" in a document is text, as in BERT's data creation (see tokenizer.py).
+            ids = ([s for s in tok.encode_batch(sentences, parse_specials=False) if s]
+                   if sentences else [])
             long = sum(len(s) > LONG_SENTENCE for s in ids)
             if long:
                 counts["long_sentences_cut"] += long

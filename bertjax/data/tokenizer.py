@@ -2,8 +2,20 @@
 
 The ids are fixed so that a model config can rely on them: [PAD]=0 (padding rows are also
 what an all-zero input means), [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4. [CLS]/[SEP]/[MASK] are
-SentencePiece *control* symbols: they have ids but `encode` never produces them from raw text,
-so a literal "[MASK]" in a document stays ordinary text.
+SentencePiece *control* symbols, which SentencePiece itself never produces from raw text.
+
+Special tokens typed in text. `encode("Paris is the [MASK] of France.")` gives the [MASK] id
+where the literal "[MASK]" stands, as Hugging Face tokenizers do (researchers probe models that
+way, and GLUE-style inputs may carry "[SEP]"). The five strings [PAD] [UNK] [CLS] [SEP] [MASK]
+are matched exactly (case-sensitive, so "[mask]" is ordinary text, also for lower-casing
+tokenizers); the text between them is encoded stretch by stretch, which is what the Hugging Face
+export of a SentencePiece model (convert/hf_tokenizer.py) and BertTokenizer do too. Text without
+them encodes exactly as before. The WordPiece tokenizer (wordpiece.py) shares this behaviour.
+
+Corpus preparation passes `parse_specials=False`: a pretraining document that mentions
+"[MASK]" (an article about BERT, say) is text, as in the original BERT's data creation, whose
+tokenizer split it into '[', 'mask', ']'. Turning it into the real [MASK] id would put mask
+tokens the loss never predicts, and [CLS]/[SEP]/[PAD] ids, into the middle of documents.
 """
 from __future__ import annotations
 
@@ -11,15 +23,18 @@ import datetime
 import hashlib
 import os
 import pathlib
+import re
 import tempfile
 import time
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import sentencepiece as spm
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_IDS = {PAD: 0, UNK: 1, CLS: 2, SEP: 3, MASK: 4}
+# The capturing group makes re.split keep the matched token: odd items are special tokens.
+_SPECIAL_TEXT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_IDS) + ")")
 MODEL_TYPES = ("unigram", "bpe")
 # SentencePiece's whitespace marker: the first character of every word-initial piece.
 WORD_START = "\u2581"
@@ -60,10 +75,17 @@ class Tokenizer:
         # Re-derive everything from the bytes so a worker process needs no file access.
         self.__init__(state["path"], state["model"])
 
-    def encode(self, text: str) -> list[int]:
-        return self._sp.encode(text, out_type=int)
+    def encode(self, text: str, parse_specials: bool = True) -> list[int]:
+        """Ids of `text`; a literal [MASK], [CLS], ... becomes its special id unless
+        parse_specials=False (see the module docstring)."""
+        return self.encode_batch([text], parse_specials)[0]
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode_batch(self, texts: Sequence[str], parse_specials: bool = True) -> list[list[int]]:
+        if parse_specials:
+            return encode_with_specials(texts, self._encode_plain, SPECIAL_IDS)
+        return self._encode_plain(texts)
+
+    def _encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
         # One thread: callers parallelise over processes, and per-call thread pools cost more
         # than they save on a document's worth of sentences.
         return self._sp.encode(list(texts), out_type=int, num_threads=1)
@@ -97,6 +119,28 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.path)!r}, vocab_size={self.vocab_size})"
+
+
+def encode_with_specials(texts: Sequence[str],
+                         encode_plain: Callable[[Sequence[str]], list[list[int]]],
+                         special_ids: Mapping[str, int]) -> list[list[int]]:
+    """Encodes `texts` with the special tokens typed in them mapped to `special_ids`; the text
+    between special tokens goes to `encode_plain` (a batch encoder), each stretch on its own."""
+    texts = list(texts)
+    if not any("[" in t for t in texts):  # the common case costs one scan
+        return encode_plain(texts)
+    parts = [_SPECIAL_TEXT.split(t) for t in texts]
+    encoded = iter(encode_plain([p for ps in parts for p in ps[0::2] if p]))
+    out = []
+    for ps in parts:
+        ids = []
+        for i, p in enumerate(ps):
+            if i % 2:
+                ids.append(special_ids[p])
+            elif p:
+                ids.extend(next(encoded))
+        out.append(ids)
+    return out
 
 
 def _processor(model_bytes: bytes, where) -> spm.SentencePieceProcessor:

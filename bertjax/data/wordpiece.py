@@ -6,9 +6,12 @@ tokenization.py: clean text (drop control characters, normalise whitespace), spa
 characters, optionally lower-case and strip accents, split on whitespace and punctuation, then
 greedy longest-match WordPiece with '##' continuations (words over 100 characters -> [UNK]).
 
-As in Google's FullTokenizer (and unlike transformers' BertTokenizer), special tokens are never
-produced from raw text: a literal "[MASK]" in a document is the three pieces '[', 'mask', ']'.
-This matches the SentencePiece tokenizer, where [CLS]/[SEP]/[MASK] are control symbols.
+As in transformers' BertTokenizer (and unlike Google's FullTokenizer), the special tokens
+[PAD] [UNK] [CLS] [SEP] [MASK] typed literally in text (exact case, also when lower-casing) encode
+to their ids: "Paris is the [MASK] of France." has one [MASK] id. Corpus preparation turns this
+off (`parse_specials=False`), so a document mentioning "[MASK]" is the pieces '[', 'mask', ']' as
+in BERT's own data creation. tokenizer.py's docstring has the reasons; the SentencePiece
+tokenizer behaves the same way.
 
 Ids are whatever vocab.txt says: for Google's vocabularies [PAD]=0, [UNK]=100, [CLS]=101,
 [SEP]=102, [MASK]=103. A checkpoint records the tokenizer identity, so that is safe.
@@ -27,6 +30,8 @@ import pathlib
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from bertjax.data import tokenizer as tokenizer_lib
 
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer_config.json"
@@ -97,6 +102,7 @@ class WordPieceTokenizer:
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
             self._vocab[t] for t in SPECIAL_TOKENS)
         self.special_ids = {self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id}
+        self._special_ids_by_token = {t: self._vocab[t] for t in SPECIAL_TOKENS}
         self._control_ids = self.special_ids - {self.unk_id}
         self.sha256 = hashlib.sha256(vocab_bytes).hexdigest()
         self._tok = _build(self._vocab, self.do_lower_case)
@@ -107,14 +113,22 @@ class WordPieceTokenizer:
     def __setstate__(self, state):
         self.__init__(state["path"], state["lower"], state["vocab"])
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, parse_specials: bool = True) -> list[int]:
+        """Ids of `text`; a literal [MASK], [CLS], ... becomes its special id unless
+        parse_specials=False."""
+        return self.encode_batch([text], parse_specials)[0]
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode_batch(self, texts: Sequence[str], parse_specials: bool = True) -> list[list[int]]:
+        if parse_specials:
+            return tokenizer_lib.encode_with_specials(texts, self._encode_plain,
+                                                      self._special_ids_by_token)
+        return self._encode_plain(texts)
+
+    def _encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
-    def tokenize(self, text: str) -> list[str]:
-        return self._tok.encode(text, add_special_tokens=False).tokens
+    def tokenize(self, text: str, parse_specials: bool = True) -> list[str]:
+        return [self._tokens[i] for i in self.encode(text, parse_specials)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of the ids; [PAD], [CLS], [SEP] and [MASK] are dropped (as SentencePiece drops

@@ -30,7 +30,7 @@ class CountingTokenizer:
     def identity(self):
         return self.real.identity()
 
-    def encode_batch(self, sentences):
+    def encode_batch(self, sentences, parse_specials=True):
         return [[int(w[1:]) for w in s.split()] for s in sentences]
 
 

@@ -26,8 +26,6 @@ def test_committed_tokenizer_is_a_real_english_vocabulary(committed_tokenizer):
     assert tok.decode(ids) == text
     assert len(ids) <= 14  # common English words are single pieces
     assert not set(ids) & tok.special_ids
-    # A literal "[MASK]" in text is text, not the mask token.
-    assert tok.mask_id not in tok.encode("a [MASK] b") and tok.cls_id not in tok.encode("[CLS]")
 
 
 def test_pickles_without_the_file(committed_tokenizer, tmp_path):
@@ -112,3 +110,64 @@ def test_errors_name_the_problem(tmp_path):
         tokenizer.train([], tmp_path / "x", vocab_size=50)
     with pytest.raises(ValueError, match="vocab_size=5000 is too large for this corpus"):
         tokenizer.train(_sentences()[:50], tmp_path / "x", vocab_size=5000)
+
+
+# --- Special tokens typed in text (module docstring of bertjax/data/tokenizer.py).
+
+SPECIAL_TEXTS = ["Paris is the [MASK] of France.", "[CLS] a b [SEP] c d [SEP]", "the[MASK]of",
+                 "  [MASK]  ", "a  [SEP]  b [PAD][UNK]", "x [mask] [ MASK ] [MASK", "[MASK][MASK]"]
+
+
+def test_literal_mask_encodes_to_the_mask_id(committed_tokenizer):
+    tok = committed_tokenizer
+    ids = tok.encode("Paris is the [MASK] of France.")
+    assert ids.count(tok.mask_id) == 1 and ids.index(tok.mask_id) == 3
+    assert [tok.id_to_piece(i) for i in ids] == ["\u2581Paris", "\u2581is", "\u2581the", "[MASK]",
+                                                 "\u2581of", "\u2581France", "."]
+    assert ids == [*tok.encode("Paris is the"), tok.mask_id, *tok.encode("of France.")]
+    assert tok.encode("[CLS] a b [SEP] c [SEP]") == [tok.cls_id, *tok.encode("a b"), tok.sep_id,
+                                                       *tok.encode("c"), tok.sep_id]
+    assert tok.encode("[PAD][UNK][MASK]") == [tok.pad_id, tok.unk_id, tok.mask_id]
+    # Exact strings only: other spellings stay text.
+    for text in ("x [mask] y", "[ MASK ]", "[MASK", "MASK]"):
+        assert not set(tok.encode(text)) & tok.special_ids, text
+    # parse_specials=False (corpus preparation): the literal is text, as SentencePiece has it.
+    plain = tok.encode("Paris is the [MASK] of France.", parse_specials=False)
+    assert tok.mask_id not in plain and tok.decode(plain) == "Paris is the [MASK] of France."
+    assert tok.encode_batch(SPECIAL_TEXTS) == [tok.encode(t) for t in SPECIAL_TEXTS]
+
+
+def test_text_without_special_tokens_encodes_as_sentencepiece_does(committed_tokenizer):
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(committed_tokenizer.path))
+    texts = [s for s in _sentences() if not any(t in s for t in tokenizer.SPECIAL_IDS)]
+    assert sum("[" in s for s in texts) > 10  # brackets that are not special tokens are covered
+    expected = sp.encode(texts, out_type=int)
+    assert committed_tokenizer.encode_batch(texts) == expected
+    assert committed_tokenizer.encode_batch(texts, parse_specials=False) == expected
+    assert [committed_tokenizer.encode(t) for t in texts[:50]] == expected[:50]
+
+
+def test_special_tokens_match_the_hugging_face_export(committed_tokenizer):
+    """The tokenizer.json that export writes (transformers' view of this model) treats the
+    literal special tokens the same way."""
+    pytest.importorskip("tokenizers", reason="the export needs HF tokenizers")
+    from bertjax.convert import hf_tokenizer
+    hf = hf_tokenizer.convert(committed_tokenizer.path.read_bytes(), "committed")
+    for text in SPECIAL_TEXTS + ["The city is the capital of the country."]:
+        assert committed_tokenizer.encode(text) == hf.encode(text, add_special_tokens=False).ids
+
+
+def test_corpus_preparation_keeps_literal_special_tokens_as_text(tmp_path, committed_tokenizer):
+    from bertjax.data import prepare
+    docs = [["BERT replaces a word with [MASK] and starts with [CLS].", "Then [SEP] ends it."],
+            ["Another document.", "It has two sentences."]]
+    (tmp_path / "c.txt").write_text("\n\n".join("\n".join(d) for d in docs) + "\n")
+    prepare.prepare(str(tmp_path / "c.txt"), str(committed_tokenizer.path), tmp_path / "out",
+                    eval_fraction=0.0, progress=False)
+    source = prepare.load_builder(tmp_path / "out").as_data_source("train")
+    stored = sorted(source[i]["tokens"].tolist() for i in range(len(source)))
+    expected = sorted(sum(committed_tokenizer.encode_batch(d, parse_specials=False), [])
+                      for d in docs)
+    assert stored == expected
+    assert not set(sum(stored, [])) & committed_tokenizer.special_ids

@@ -18,7 +18,7 @@ TEXTS = [
     "Hello, world! The runner is unable.",
     "  Café   naïve résumé  ÉCOLE  ",          # accents: stripped only when lower-casing
     "中文字 and 中文",                            # CJK characters become words of their own
-    "don't (un)able [MASK] [CLS]",             # punctuation splits; specials are plain text
+    "don't (un)able [MASK] [CLS]",             # punctuation splits (specials: parse_specials)
     "tab\there\nnewline\r\x00control\ufffd chars",
     "3.14 " + "a" * 101 + " unknownword",      # over 100 characters -> [UNK]
     "",
@@ -41,15 +41,40 @@ def test_matches_bert_reference_tokenization(tmp_path, lower):
     basic = legacy.BasicTokenizer(do_lower_case=lower, never_split=None,
                                   tokenize_chinese_chars=True, strip_accents=None)
     pieces = legacy.WordpieceTokenizer(vocab=vocab, unk_token="[UNK]")
+    # Google's tokenizer splits special tokens typed in text: parse_specials=False is that.
     for text in TEXTS:
         expected = [p for w in basic.tokenize(text) for p in pieces.tokenize(w)]
-        assert tok.tokenize(text) == expected, text
-        assert tok.encode(text) == [vocab[p] for p in expected], text
-    assert tok.encode_batch(TEXTS) == [tok.encode(t) for t in TEXTS]
+        assert tok.tokenize(text, parse_specials=False) == expected, text
+        assert tok.encode(text, parse_specials=False) == [vocab[p] for p in expected], text
+    assert tok.encode_batch(TEXTS, False) == [tok.encode(t, False) for t in TEXTS]
     # A few outcomes spelled out, so the comparison above is known to cover them.
-    assert tok.tokenize("Café [MASK]") == (["cafe", "[", "mask", "]"] if lower
-                                           else ["Café", "[", "[UNK]", "]"])
+    assert tok.tokenize("Café [MASK]", False) == (["cafe", "[", "mask", "]"] if lower
+                                                  else ["Café", "[", "[UNK]", "]"])
     assert tok.tokenize("a" * 101) == ["[UNK]"] and tok.tokenize("中文") == ["中", "文"]
+
+
+SPECIAL_TEXTS = ["Paris is the [MASK] of France.", "[CLS] hello world [SEP] the runner [SEP]",
+                 "a[MASK]b", "Hello [mask] [ MASK ] [MASK", "[PAD][UNK][MASK]", "Café[SEP]naïve",
+                 "  [MASK]  ", "[MASK]"]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_special_tokens_in_text_as_transformers_bert_tokenizer(tmp_path, lower):
+    transformers = pytest.importorskip("transformers", reason="parity with BertTokenizer")
+    path = _vocab(tmp_path, WORDS + ["Paris", "France", "paris", "france", "capital"])
+    tok = wordpiece.load(path, do_lower_case=lower)
+    hf = transformers.BertTokenizer(str(path), do_lower_case=lower)
+    for text in SPECIAL_TEXTS + TEXTS:
+        assert tok.encode(text) == hf(text, add_special_tokens=False)["input_ids"], text
+        assert tok.tokenize(text) == hf.tokenize(text), text
+    assert tok.encode_batch(SPECIAL_TEXTS) == [tok.encode(t) for t in SPECIAL_TEXTS]
+    ids = tok.encode("Paris is the [MASK] of France.")
+    words = ["paris", "is", "the", "[MASK]", "of", "france", "."] if lower else \
+        ["Paris", "is", "the", "[MASK]", "of", "France", "."]
+    assert ids == [tok._vocab[w] for w in words] and ids.count(tok.mask_id) == 1
+    # Text without special tokens is unchanged; with parse_specials=False they are text.
+    assert tok.encode("the runner is unable") == tok.encode("the runner is unable", False)
+    assert tok.mask_id not in tok.encode("Paris is the [MASK] of France.", False)
 
 
 def test_interface_and_identity(tmp_path):

@@ -175,6 +175,7 @@ class RunCheckpoints:
     def __init__(self, directory, *, max_to_keep: int | None = None, async_save: bool = False):
         self.directory = check_writable(directory)
         self._mngr = make_manager(self.directory, max_to_keep=max_to_keep, async_save=async_save)
+        self._async = async_save
         self.last_complete = self._mngr.latest_step()  # the step a failure falls back to
         self._pending = None  # step of a background write not yet known to have finished
         self._failed = False
@@ -198,7 +199,7 @@ class RunCheckpoints:
                 metadata=ocp.args.JsonSave(dict(meta))))
         except Exception as e:  # noqa: BLE001 (tensorstore raises ValueError for I/O errors)
             raise self._error(step, step, e) from e
-        if self._mngr.is_saving_in_progress():
+        if self._async:  # finished or not, only wait_until_finished tells whether it worked
             self._pending = step
         else:
             self.last_complete = step

@@ -339,7 +339,7 @@ def prepare_if_needed(data_config, workdir: str | os.PathLike, *, tokenizer=None
     """
     prepared = data_config.prepared_dir or os.path.join(os.fspath(workdir), "prepared")
     prepare_lib.prepare(
-        data_config.corpus, tokenizer or data_config.tokenizer, prepared,
+        data_config.corpus, data_config.tokenizer if tokenizer is None else tokenizer, prepared,
         corpus_format=data_config.corpus_format, eval_fraction=data_config.eval_fraction,
         num_workers=data_config.get("prepare_workers", 0),
         tfds_data_dir=data_config.get("tfds_data_dir", ""))
@@ -369,7 +369,7 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
         # different ones (two could be the same document at an epoch boundary).
         raise ValueError(f"data.docs_per_group={docs_per_group}: expected at least 3")
 
-    tok = tokenizer or tokenizer_lib.load(data_config.tokenizer)
+    tok = tokenizer_lib.load(data_config.tokenizer) if tokenizer is None else tokenizer
     pairing = PairingOptions(max_seq_len=max_seq_len or data_config.max_seq_len,
                              short_seq_prob=data_config.short_seq_prob, nsp=data_config.nsp,
                              cls_id=tok.cls_id, sep_id=tok.sep_id)

@@ -228,6 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
 
 
 def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main) -> RunResult:
+    """Model and state, restore or init, data, the steps. The caller closes `ckpts` (it exists
+    before data preparation, so that an unwritable directory stops the run first)."""
     from bertjax.data import pretraining
 
     # --- Model, optimizer, state layout (abstract: nothing allocated yet).

@@ -1,22 +1,24 @@
 """Data parallelism over every device of every host, around one per-device step function.
 
-Two ways to run the same `step(state, batch, axis_name)`:
+Two ways to run the same `step(state, batch, *, collectives)`:
   'jit'  (default) jax.jit over a 1-D device Mesh with axis 'data': the batch is sharded on its
          leading axis, the state replicated or, with fsdp=True, sharded over 'data' too
          (parameters and optimizer state split along their largest divisible axis; XLA
-         inserts the all-gathers and reduce-scatters). axis_name=None: the step sees the
-         global batch and XLA does the cross-device reduction.
+         inserts the all-gathers and reduce-scatters). The step sees the global batch and XLA
+         does the cross-device reduction.
   'pmap' jax.pmap with axis 'data': each device sees its slice of the batch and the step
-         reduces gradients and metrics itself with lax.psum over axis_name='data'.
-Both give the same result as one device (tested on 8 simulated CPU devices).
+         reduces gradients and metrics with lax.psum.
+The step never asks which mode it runs in: it gets a `Collectives` (sum over devices, a
+per-device RNG, the FSDP parameter gather) that does the right thing for the mode, so the
+same code also runs on one device without DataParallel (`ONE_DEVICE`).
+Both modes give the same result as one device (tested on 8 simulated CPU devices).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-import queue
-import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import flax.jax_utils
 import jax
@@ -25,6 +27,40 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "data"
 MODES = ("jit", "pmap")
+
+
+@dataclasses.dataclass(frozen=True)
+class Collectives:
+    """The cross-device operations a step function uses; DataParallel builds one per mode.
+
+    axis_name: the pmap axis, or None when the step sees the global batch (one device, or jit
+    over a mesh, where XLA inserts the reductions). gather_params (FSDP): maps the stored,
+    sharded parameters to the layout the forward and backward passes use."""
+    axis_name: str | None = None
+    gather_params: Callable | None = None
+
+    def sum(self, tree):
+        """Sum of per-device values over the devices (identity when there is one view)."""
+        return jax.lax.psum(tree, self.axis_name) if self.axis_name else tree
+
+    def per_device_rng(self, rng):
+        """A different key on each pmap device (each holds different rows); the same key
+        otherwise, where one key already covers the whole global batch."""
+        if self.axis_name:
+            return jax.random.fold_in(rng, jax.lax.axis_index(self.axis_name))
+        return rng
+
+    def gather(self, tree):
+        """Per-device rows -> the whole global batch's rows (concatenated in device order)."""
+        if self.axis_name:
+            return jax.lax.all_gather(tree, self.axis_name, tiled=True)
+        return tree
+
+    def params_for_compute(self, params):
+        return self.gather_params(params) if self.gather_params is not None else params
+
+
+ONE_DEVICE = Collectives()
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -63,7 +99,10 @@ def state_shardings(abstract_state, mesh: Mesh, fsdp: bool):
 
 
 class DataParallel:
-    """Holds the mode, mesh and compiled step; moves state and batches to the devices."""
+    """Holds the mode, mesh and compiled step; moves state and batches to the devices.
+
+    `step_fn(state, batch, *, collectives)` and `eval_fn(state, batch, *, collectives)` are
+    compiled once here, each given the `Collectives` of the mode."""
 
     def __init__(self, mode: str, step_fn: Callable, abstract_state, *, fsdp: bool = False,
                  eval_fn: Callable | None = None, mesh: Mesh | None = None):
@@ -77,14 +116,15 @@ class DataParallel:
         self.replicated = NamedSharding(self.mesh, P())
         if mode == "jit":
             self.state_sharding = state_shardings(abstract_state, self.mesh, fsdp)
-            kw = {"axis_name": None}
+            gather = None
             if fsdp:
                 # Gather the parameters for the forward and backward passes, so the
                 # activations stay sharded over the batch like plain data parallelism;
                 # the stored parameters and optimizer state (and the update) stay sharded.
                 # Left to itself, sharding propagation gathered activations instead.
-                kw["gather_params"] = functools.partial(
-                    jax.lax.with_sharding_constraint, shardings=self.replicated)
+                gather = functools.partial(jax.lax.with_sharding_constraint,
+                                           shardings=self.replicated)
+            kw = {"collectives": Collectives(gather_params=gather)}
             self.step = jax.jit(functools.partial(step_fn, **kw),
                                 in_shardings=(self.state_sharding, self.batch_sharding),
                                 out_shardings=(self.state_sharding, self.replicated),
@@ -96,11 +136,11 @@ class DataParallel:
         else:
             local_mesh = Mesh(np.asarray(jax.local_devices()), ("local",))
             self._pmap_batch_sharding = NamedSharding(local_mesh, P("local"))
-            self.step = jax.pmap(functools.partial(step_fn, axis_name=AXIS), axis_name=AXIS,
+            kw = {"collectives": Collectives(axis_name=AXIS)}
+            self.step = jax.pmap(functools.partial(step_fn, **kw), axis_name=AXIS,
                                  donate_argnums=(0,))
             if eval_fn is not None:
-                self.eval = jax.pmap(functools.partial(eval_fn, axis_name=AXIS),
-                                     axis_name=AXIS)
+                self.eval = jax.pmap(functools.partial(eval_fn, **kw), axis_name=AXIS)
 
     # --- state ---------------------------------------------------------------------------
     def put_state(self, state):
@@ -134,58 +174,3 @@ class DataParallel:
         if self.mode == "pmap":
             metrics = jax.tree_util.tree_map(lambda x: x[0], metrics)
         return metrics
-
-
-class prefetch:  # noqa: N801 (used like a generator function)
-    """Run `put(next(it))` in a background thread, `size` batches ahead.
-
-    `it` yields (item, tag); the tag travels with its batch so that the data-iterator state
-    saved in a checkpoint belongs to the last batch consumed, not the last one prefetched.
-    close() stops and joins the thread: a thread still calling into JAX while the interpreter
-    exits can abort the process."""
-
-    _DONE = object()
-
-    def __init__(self, it: Iterator, put: Callable, size: int = 2):
-        self._it, self._put, self._size = it, put, size
-        self._q: queue.Queue = queue.Queue(maxsize=max(size, 1))
-        self._stop = threading.Event()
-        self._thread = None
-        if size > 0:
-            self._thread = threading.Thread(target=self._work, daemon=True, name="prefetch")
-            self._thread.start()
-
-    def _work(self):
-        try:
-            for item, tag in self._it:
-                if self._stop.is_set():
-                    return
-                payload = (self._put(item), tag)
-                while not self._stop.is_set():  # timed puts: a closed consumer never strands us
-                    try:
-                        self._q.put(payload, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-            self._q.put(self._DONE)
-        except BaseException as e:  # surface input-pipeline errors in the training loop
-            self._q.put(e)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._thread is None:
-            item, tag = next(self._it)
-            return self._put(item), tag
-        item = self._q.get()
-        if item is self._DONE:
-            raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self, timeout: float = 60.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)

@@ -7,13 +7,14 @@ its own latest checkpoint. The summary (summary.md, summary.csv) is rewritten af
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
 import os
 from typing import Callable
 
 import ml_collections
+
+from bertjax import records
 
 log = logging.getLogger("bertjax.sweep")
 SUMMARY_KEYS = ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy")
@@ -69,9 +70,7 @@ def run_sweep(config, points: list[dict], workdir: str,
         if out.preempted:  # no result.json: the next run resumes this point
             log.warning("sweep point %s preempted at step %d", name, out.step)
             break
-        with open(result_path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(row, f, indent=1)
-        os.replace(result_path + ".tmp", result_path)
+        records.write_json(result_path, row)
         results.append(row)
         write_summary(results, workdir)
     return results
@@ -80,10 +79,4 @@ def run_sweep(config, points: list[dict], workdir: str,
 def write_summary(results: list[dict], workdir: str) -> None:
     header = ["point", "step"] + [f"eval_{k}" for k in SUMMARY_KEYS]
     rows = [[r["point"], r["step"]] + [r["eval"].get(k) for k in SUMMARY_KEYS] for r in results]
-    with open(os.path.join(workdir, "summary.csv"), "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([header] + rows)
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("n/a" if v is None else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    with open(os.path.join(workdir, "summary.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    records.write_table(os.path.join(workdir, "summary"), header, rows)

@@ -3,6 +3,9 @@
 Sections: the train state and the pure step functions (module level, compiled once); config
 checks that run before anything expensive; the loop (data -> devices -> step -> logs, eval,
 checkpoints), which resumes from the workdir's latest checkpoint automatically.
+Elsewhere: the checkpoint layout (checkpoint.RunCheckpoints), device placement and the
+cross-device reductions (parallel), prefetching with the iterator state (data/prefetch),
+the SIGTERM flag (preemption), one experiment per workdir (workdir).
 """
 from __future__ import annotations
 
@@ -11,11 +14,8 @@ import dataclasses
 import functools
 import json
 import logging
-import math
-import os
-import signal
 import time
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
@@ -23,12 +23,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-import grain
 from etils import epath
 
 from bertjax import checkpoint as ckpt_lib
-from bertjax import losses, metrics as metrics_lib, optim, parallel
+from bertjax import losses, metrics as metrics_lib, optim, parallel, preemption
+from bertjax import workdir as workdir_lib
+from bertjax.data import prefetch as prefetch_lib
 from bertjax.models import bert
 
 log = logging.getLogger("bertjax.train")
@@ -56,9 +56,8 @@ def init_state(rng, model: bert.BertForPreTraining, tx: optax.GradientTransforma
 
 
 def _loss_sums(params, batch, dropout_rng, *, model, use_nsp: bool, deterministic: bool,
-               gather_params: Callable | None = None):
-    if gather_params is not None:  # FSDP: sharded storage -> the layout the model runs in
-        params = gather_params(params)
+               collectives: parallel.Collectives):
+    params = collectives.params_for_compute(params)  # FSDP: the one place params meet the model
     mlm_logits, nsp_logits = model.apply(
         {"params": params}, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
         batch["masked_positions"], deterministic=deterministic, rngs={"dropout": dropout_rng})
@@ -70,28 +69,22 @@ def _loss_sums(params, batch, dropout_rng, *, model, use_nsp: bool, deterministi
     return sums
 
 
-def _psum(tree, axis_name):
-    return jax.lax.psum(tree, axis_name) if axis_name else tree
-
-
 def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accum: int,
-               use_nsp: bool, axis_name: str | None = None,
-               gather_params: Callable | None = None):
+               use_nsp: bool, collectives: parallel.Collectives = parallel.ONE_DEVICE):
     """One optimizer update on one global batch, split into `grad_accum` micro-batches.
 
     The loss is sum-over-predictions / count-over-the-whole-global-batch, so one device,
-    jit over a mesh and pmap (with psum over `axis_name`) compute the same gradient.
-    `gather_params` (FSDP) maps the stored, sharded parameters to the layout the forward and
-    backward passes use; the optimizer update stays on the stored layout."""
-    dropout_rng = jax.random.fold_in(state.rng, state.step)
-    if axis_name:
-        dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
-    mlm_total = _psum(jnp.sum(batch["masked_weights"].astype(jnp.float32)), axis_name)
-    nsp_total = _psum(jnp.float32(batch["nsp_label"].shape[0]), axis_name)
+    jit over a mesh and pmap (where `collectives.sum` is a psum) compute the same gradient.
+    With FSDP the forward and backward passes see gathered parameters
+    (`collectives.params_for_compute`); the optimizer update stays on the stored layout."""
+    c = collectives
+    dropout_rng = c.per_device_rng(jax.random.fold_in(state.rng, state.step))
+    mlm_total = c.sum(jnp.sum(batch["masked_weights"].astype(jnp.float32)))
+    nsp_total = c.sum(jnp.float32(batch["nsp_label"].shape[0]))
 
     def objective(params, micro, rng):
         sums = _loss_sums(params, micro, rng, model=model, use_nsp=use_nsp, deterministic=False,
-                          gather_params=gather_params)
+                          collectives=c)
         loss = sums["mlm_loss_sum"] / jnp.maximum(mlm_total, 1.0)
         if use_nsp:
             loss = loss + sums["nsp_loss_sum"] / nsp_total
@@ -119,7 +112,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
                 state.params, jax.tree_util.tree_map(lambda x: x[0], micro), dropout_rng)[1]))
         (grads, sums), _ = jax.lax.scan(body, (zeros_g, zeros_s),
                                         (jnp.arange(grad_accum), micro))
-    grads, sums = _psum((grads, sums), axis_name)
+    grads, sums = c.sum((grads, sums))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     out = dict(sums, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
@@ -127,10 +120,10 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
 
 
 def eval_step(state: TrainState, batch: dict, *, model, use_nsp: bool,
-              axis_name: str | None = None, gather_params: Callable | None = None):
+              collectives: parallel.Collectives = parallel.ONE_DEVICE):
     sums = _loss_sums(state.params, batch, state.rng, model=model, use_nsp=use_nsp,
-                      deterministic=True, gather_params=gather_params)
-    return _psum(sums, axis_name)
+                      deterministic=True, collectives=collectives)
+    return collectives.sum(sums)
 
 
 def summarize(sums: dict) -> dict:
@@ -156,12 +149,25 @@ _RESUME_MUST_MATCH = ("model", "data.corpus", "data.corpus_format", "data.max_se
                       "train.batch_size", "train.grad_accum_steps", "seed")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A stretch of training with one input shape (BERT: 90% at seq 128, then seq 512)."""
+    index: int
+    start: int  # first step of the phase
+    seq_len: int
+    max_predictions: int
+
+
+def phases(config) -> list[Phase]:
+    out = [Phase(0, 0, config.data.max_seq_len, config.data.max_predictions_per_seq)]
+    if config.train.phase2_start >= 0:
+        out.append(Phase(1, config.train.phase2_start, config.train.phase2_max_seq_len,
+                         config.train.phase2_max_predictions_per_seq))
     return out
+
+
+def phase_at(all_phases: list[Phase], step: int) -> Phase:
+    return [p for p in all_phases if step >= p.start][-1]
 
 
 def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
@@ -179,10 +185,9 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
     if config.parallel.fsdp and config.parallel.mode != "jit":
         raise ValueError("parallel.fsdp=True needs parallel.mode='jit'")
     parallel.check_batch_divisible(t.batch_size, t.grad_accum_steps, config.parallel.mode)
-    for key, (seq, _) in zip(("data.max_seq_len", "train.phase2_max_seq_len"),
-                             _phase_shapes(config)):
-        if seq > model_cfg.max_position_embeddings:
-            raise ValueError(f"{key}={seq}: sequence length {seq} exceeds "
+    for key, p in zip(("data.max_seq_len", "train.phase2_max_seq_len"), phases(config)):
+        if p.seq_len > model_cfg.max_position_embeddings:
+            raise ValueError(f"{key}={p.seq_len}: sequence length {p.seq_len} exceeds "
                              f"model.max_position_embeddings="
                              f"{model_cfg.max_position_embeddings}; expected at most that (or "
                              "raise model.max_position_embeddings)")
@@ -203,146 +208,15 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
     return model_cfg
 
 
-def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
-    """A workdir holds one experiment: resuming with a different one is an error."""
-    path = workdir / "config.json"
-    if not path.exists():
-        return
-    old = _flatten(json.loads(path.read_text()))
-    new = _flatten(json.loads(config.to_json()))
-    diffs = [k for k in sorted(set(old) | set(new))
-             if k.startswith(_RESUME_MUST_MATCH) and old.get(k) != new.get(k)]
-    if diffs:
-        detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diffs)
-        raise ValueError(
-            f"workdir {workdir} holds a run with a different config ({detail}). Use a new "
-            "--workdir, or restore the original values; nothing was overwritten.")
-
-
-def _phase_shapes(config) -> list[tuple[int, int]]:
-    shapes = [(config.data.max_seq_len, config.data.max_predictions_per_seq)]
-    if config.train.phase2_start >= 0:
-        shapes.append((config.train.phase2_max_seq_len,
-                       config.train.phase2_max_predictions_per_seq))
-    return shapes
-
-
-def _phase(config, step: int) -> int:
-    return int(config.train.phase2_start >= 0 and step >= config.train.phase2_start)
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoint items.
-# ----------------------------------------------------------------------------------------------
-class _IteratorState:
-    """What grain's Orbax handler saves for one host: the state after the last batch consumed
-    (batches are prefetched, so the live iterator is ahead of training)."""
-
-    def __init__(self, phase: int = 0, state: Any = None):
-        self.phase, self.state = phase, state
-
-    def get_state(self) -> bytes:
-        return json.dumps({"phase": self.phase, "state": _jsonable(self.state)}).encode()
-
-    def set_state(self, raw: bytes) -> None:
-        d = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        self.phase, self.state = d["phase"], _from_jsonable(d["state"])
-
-    def start_prefetch(self) -> None:  # part of grain's iterator protocol; nothing to start
-        pass
-
-
-def _jsonable(state):
-    if isinstance(state, bytes):
-        return {"__bytes__": state.decode("latin-1")}
-    return state
-
-
-def _from_jsonable(state):
-    if isinstance(state, dict) and set(state) == {"__bytes__"}:
-        return state["__bytes__"].encode("latin-1")
-    return state
-
-
-def _save(mngr, step: int, state: TrainState, dp: parallel.DataParallel, it_state, meta,
-          force: bool = False):
-    host_state = dp.get_state(state)
-    mngr.save(step, force=force, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(host_state.params),
-        train_state=ocp.args.StandardSave({"step": host_state.step,
-                                           "opt_state": host_state.opt_state,
-                                           "rng": host_state.rng}),
-        data_iter=grain.checkpoint.CheckpointSave(it_state),
-        metadata=ocp.args.JsonSave(meta)))
-
-
-def _restore(mngr, step: int, abstract_state: TrainState, shardings):
-    def target(tree, shard):
-        if shard is None:
-            return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
-        return jax.tree_util.tree_map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shard)
-
-    tgt = target(abstract_state, shardings)
-    it_state = _IteratorState()
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(tgt.params),
-        train_state=ocp.args.StandardRestore({"step": tgt.step, "opt_state": tgt.opt_state,
-                                              "rng": tgt.rng}),
-        data_iter=grain.checkpoint.CheckpointRestore(it_state)))
-    ts = restored["train_state"]
-    state = TrainState(step=ts["step"], params=restored["params"], opt_state=ts["opt_state"],
-                       rng=ts["rng"])
-    return state, it_state
-
-
 # ----------------------------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------------------------
-class _Preempted:
-    """Turns SIGTERM (preemption) into a flag checked between steps."""
-
-    def __init__(self):
-        self.flag = False
-        self._old = None
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler
-            self._old = None
-        return self
-
-    def _handle(self, signum, frame):
-        log.warning("SIGTERM received: saving a checkpoint and exiting after this step")
-        self.flag = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-
 @dataclasses.dataclass
 class RunResult:
     step: int
     last_train: dict
     last_eval: dict
     preempted: bool = False
-
-
-def _make_iterator(config, prepared, split, phase, *, seed_offset=0):
-    from bertjax.data import pretraining
-    seq, preds = _phase_shapes(config)[phase]
-    return pretraining.make_iterator(
-        config.data, prepared, split=split, global_batch_size=config.train.batch_size,
-        seed=config.seed + 1000 * phase + seed_offset, process_index=jax.process_index(),
-        process_count=jax.process_count(), max_seq_len=seq, max_predictions_per_seq=preds)
-
-
-def _tagged(it, phase):
-    """Yield (batch, iterator state after it) pairs."""
-    for batch in it:
-        yield batch, (phase, it.get_state())
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
@@ -352,23 +226,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     if config.parallel.distributed:
         jax.distributed.initialize()
     model_cfg = check_config(config)
+    all_phases = phases(config)
     workdir = epath.Path(workdir)
-    check_workdir(workdir, config)
+    workdir_lib.check_same_experiment(workdir, config, _RESUME_MUST_MATCH)
     tok = tok_lib.load(config.data.tokenizer)
     tok_lib.check_matches_model(tok, model_cfg.vocab_size)
     is_main = jax.process_index() == 0
-    if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
-        if not (workdir / "config.json").exists():
-            (workdir / "config.json").write_text(config.to_json(indent=2))
-    prepared = pretraining.prepare_if_needed(config.data, str(workdir))
+    ckpts = ckpt_lib.RunCheckpoints(workdir / ckpt_lib.CHECKPOINT_SUBDIR,
+                                    max_to_keep=config.train.keep_checkpoints,
+                                    async_save=config.train.async_checkpointing)
+    try:
+        if is_main:
+            workdir_lib.save_config(workdir, config)
+        prepared = pretraining.prepare_if_needed(config.data, str(workdir), tokenizer=tok)
+        return _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main)
+    finally:
+        ckpts.close()
+
+
+def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main) -> RunResult:
+    """Model and state, restore or init, data, the steps. The caller closes `ckpts` (it exists
+    before data preparation, so that an unwritable directory stops the run first)."""
+    from bertjax.data import pretraining
 
     # --- Model, optimizer, state layout (abstract: nothing allocated yet).
     model = bert.BertForPreTraining(model_cfg)
     tx, schedule = optim.make_optimizer(config.optim, config.train.steps)
-    seq0, preds0 = _phase_shapes(config)[0]
-    init_fn = functools.partial(init_state, model=model, tx=tx, seq_len=seq0,
-                                max_predictions=preds0)
+    init_fn = functools.partial(init_state, model=model, tx=tx, seq_len=all_phases[0].seq_len,
+                                max_predictions=all_phases[0].max_predictions)
     rng = jax.random.PRNGKey(config.seed)
     abstract_state = jax.eval_shape(init_fn, rng)
     use_nsp = bool(config.data.nsp)
@@ -384,43 +269,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
              jax.process_count(), dp.mode, " fsdp" if config.parallel.fsdp else "")
 
     # --- Restore or initialise.
-    mngr = ckpt_lib.make_manager(workdir / ckpt_lib.CHECKPOINT_SUBDIR,
-                                 max_to_keep=config.train.keep_checkpoints,
-                                 async_save=config.train.async_checkpointing)
     meta = {"model": model_cfg.to_dict(), "tokenizer": tok.identity(),
             "config": json.loads(config.to_json()), "source": "bertjax pretraining"}
-    latest = mngr.latest_step()
+    latest = ckpts.latest_step()
     if latest is not None:
-        state, it_state = _restore(mngr, latest, abstract_state, dp.shardings_for_restore())
+        state, it_state = ckpts.restore(latest, abstract_state, dp.shardings_for_restore())
         state = dp.put_state(state)
-        log.info("resumed from %s at step %d", mngr.directory, latest)
+        log.info("resumed from %s at step %d", ckpts.directory, latest)
     else:
         if dp.mode == "jit":
             state = jax.jit(init_fn, out_shardings=dp.state_sharding)(rng)
         else:
             state = dp.put_state(jax.jit(init_fn)(rng))
-        it_state = _IteratorState()
+        it_state = ckpt_lib.IteratorState()
     step = int(latest or 0)
 
     # --- Data.
-    phase = _phase(config, step)
-    train_it = _make_iterator(config, prepared, "train", phase)
-    if it_state.state is not None and it_state.phase == phase:
-        train_it.set_state(it_state.state)
-    it_state = _IteratorState(phase, train_it.get_state())
+    def make_iterator(split, phase, seed_offset=0):
+        return pretraining.make_iterator(
+            config.data, prepared, split=split, global_batch_size=config.train.batch_size,
+            seed=config.seed + 1000 * phase.index + seed_offset,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            max_seq_len=phase.seq_len, max_predictions_per_seq=phase.max_predictions,
+            tokenizer=tok)
 
-    def device_batches(it, ph):
+    def device_batches(it, phase_index):
         def put(b):
             bert.check_token_ids(b["input_ids"], model_cfg.vocab_size)
             return dp.put_batch(b)
-        return parallel.prefetch(_tagged(it, ph), put, config.data.prefetch)
+        return prefetch_lib.prefetch(prefetch_lib.tagged(it, phase_index), put,
+                                     config.data.prefetch)
 
-    batches = device_batches(train_it, phase)
+    phase = phase_at(all_phases, step)
+    train_it = make_iterator("train", phase)
+    if it_state.state is not None and it_state.phase == phase.index:
+        train_it.set_state(it_state.state)
+    it_state = ckpt_lib.IteratorState(phase.index, train_it.get_state())
+    batches = device_batches(train_it, phase.index)
     writer = metrics_lib.MetricWriter(str(workdir))
     peak = metrics_lib.peak_flops()
 
     def run_eval(state, step):
-        it = _make_iterator(config, prepared, "eval", _phase(config, step), seed_offset=7)
+        it = make_iterator("eval", phase_at(all_phases, step), seed_offset=7)
         total = None
         with contextlib.closing(device_batches(it, 0)) as batches_:
             for _, (b, _) in zip(range(config.train.eval_steps), batches_):
@@ -435,25 +325,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     from tqdm import tqdm
     pending, last_train, last_eval = [], {}, {}
     window_start, window_steps, compile_s = None, 0, None
-    last_good = latest
     preempted = False
     bar = tqdm(total=config.train.steps, initial=step, disable=not is_main, unit="step",
                dynamic_ncols=True)
     try:
-        with _Preempted() as stop:
+        with preemption.SigtermFlag() as stop:
             while step < config.train.steps:
-                if _phase(config, step) != phase:  # BERT recipe: switch to long sequences
-                    phase = _phase(config, step)
+                if phase_at(all_phases, step) != phase:  # BERT recipe: switch to long sequences
+                    phase = phase_at(all_phases, step)
                     batches.close()
-                    train_it = _make_iterator(config, prepared, "train", phase)
-                    batches = device_batches(train_it, phase)
-                    log.info("step %d: phase %d, seq_len %d", step, phase,
-                             _phase_shapes(config)[phase][0])
+                    train_it = make_iterator("train", phase)
+                    batches = device_batches(train_it, phase.index)
+                    log.info("step %d: phase %d, seq_len %d", step, phase.index, phase.seq_len)
                 batch, tag = next(batches)
                 t0 = time.perf_counter()
                 state, out = dp.step(state, batch)
                 step += 1
-                it_state = _IteratorState(*tag)
+                it_state = ckpt_lib.IteratorState(*tag)
                 pending.append(out)
                 if compile_s is None:  # the first step compiles: time it apart from the rest
                     jax.block_until_ready(out)
@@ -463,6 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
                 else:
                     window_steps += 1
                 bar.update(1)
+                ckpts.check(step)  # a failed background save stops the run here
 
                 preempt = stop.flag  # read once: the signal can arrive at any moment
                 log_now = step % config.train.log_every == 0 or step == config.train.steps
@@ -470,13 +359,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
                             or preempt)
                 if log_now or ckpt_now:
                     host = [dp.metrics_to_host(m) for m in pending]
-                    _check_finite(host, step - len(pending) + 1, last_good, mngr.directory)
+                    _check_finite(host, step - len(pending) + 1, ckpts)
                     pending = []
                 if log_now and host:
                     now = time.perf_counter()
-                    seq_len = _phase_shapes(config)[phase][0]
-                    last_train = _train_log(host, window_steps, now - window_start, config, seq_len,
-                                            model_cfg, peak, phase)
+                    last_train = _train_log(host, window_steps, now - window_start, config,
+                                            phase, model_cfg, peak)
                     writer.write(step, "train", last_train)
                     bar.set_postfix(loss=f"{last_train['loss']:.3f}",
                                     mlm_acc=f"{last_train['mlm_accuracy']:.3f}")
@@ -485,36 +373,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
                     last_eval = run_eval(state, step)
                     window_start = time.perf_counter()
                 if ckpt_now:
-                    _save(mngr, step, state, dp, it_state, meta, force=True)
-                    last_good = step
+                    ckpts.save(step, dp.get_state(state), it_state, meta, force=True)
                 if preempt:
                     preempted = True
                     log.warning("preempted at step %d; checkpoint saved", step)
                     break
-    finally:  # also on errors: stop the prefetch thread, finish pending checkpoint writes
+        ckpts.wait(step)  # the last save must be complete (or its failure reported)
+    finally:  # also on errors: stop the prefetch thread (the caller closes the checkpoints)
         bar.close()
         batches.close()
         if hasattr(train_it, "close"):  # grain worker processes, when data.num_workers > 0
             train_it.close()
-        mngr.wait_until_finished()
-        mngr.close()
         writer.close()
     return RunResult(step=step, last_train=last_train, last_eval=last_eval, preempted=preempted)
 
 
-def _check_finite(host_metrics: list, first_step: int, last_good, ckpt_dir) -> None:
+def _check_finite(host_metrics: list, first_step: int, ckpts: ckpt_lib.RunCheckpoints) -> None:
     for i, m in enumerate(host_metrics):
         bad = [k for k in ("mlm_loss_sum", "nsp_loss_sum", "grad_norm")
                if k in m and not np.isfinite(m[k])]
         if bad:
             raise FloatingPointError(
                 f"non-finite {', '.join(bad)} at step {first_step + i}; stopping. The last good "
-                f"checkpoint (step {last_good}) in {ckpt_dir} is kept; try a lower learning rate "
-                "or more warmup.")
+                f"checkpoint (step {ckpts.last_complete}) in {ckpts.directory} is kept; try a "
+                "lower learning rate or more warmup.")
 
 
-def _train_log(host: list, steps_timed: int, seconds: float, config, seq_len: int,
-               model_cfg, peak, phase: int) -> dict:
+def _train_log(host: list, steps_timed: int, seconds: float, config, phase: Phase,
+               model_cfg, peak) -> dict:
     total = {k: np.sum([m[k] for m in host]) for k in host[0] if k.endswith(("_sum", "_correct",
                                                                              "_count"))}
     out = summarize(total)
@@ -523,9 +409,9 @@ def _train_log(host: list, steps_timed: int, seconds: float, config, seq_len: in
     if steps_timed > 0 and seconds > 0:
         step_s = seconds / steps_timed
         seq_s = config.train.batch_size / step_s
-        preds = _phase_shapes(config)[phase][1]
-        flops = metrics_lib.pretraining_flops_per_sequence(model_cfg, seq_len, preds) * seq_s
-        out.update(step_time_s=step_s, seq_per_s=seq_s, tokens_per_s=seq_s * seq_len,
+        flops = metrics_lib.pretraining_flops_per_sequence(
+            model_cfg, phase.seq_len, phase.max_predictions) * seq_s
+        out.update(step_time_s=step_s, seq_per_s=seq_s, tokens_per_s=seq_s * phase.seq_len,
                    mfu=(flops / (peak * jax.device_count())) if peak else None)
     return out
 

@@ -5,7 +5,7 @@ Re-running with the same --workdir resumes from its latest checkpoint.
 """
 import logging
 
-from absl import app, flags
+from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 

@@ -1,10 +1,7 @@
 """pmap vs sharded jit vs one device, grad accumulation and FSDP: the same update."""
 import functools
-import threading
-import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -120,29 +117,6 @@ def test_indivisible_batch_is_rejected_before_compiling():
         parallel.check_batch_divisible(12, 1, "jit")
     with pytest.raises(ValueError, match="8 x 2 = 16"):
         parallel.check_batch_divisible(24, 2, "pmap")
-
-
-def test_prefetch_keeps_order_tags_and_stops_its_thread():
-    items = ((i, f"state{i}") for i in range(100))
-    gen = parallel.prefetch(items, lambda x: x * 10, size=2)
-    got = [next(gen) for _ in range(5)]
-    assert got == [(0, "state0"), (10, "state1"), (20, "state2"), (30, "state3"), (40, "state4")]
-    gen.close()
-    deadline = time.time() + 5
-    while any(t.name == "prefetch" for t in threading.enumerate()):
-        assert time.time() < deadline, "prefetch thread still running"
-        time.sleep(0.05)
-
-
-def test_prefetch_reraises_pipeline_errors():
-    def bad():
-        yield 1, "s"
-        raise RuntimeError("corrupt record in file X")
-
-    gen = parallel.prefetch(bad(), lambda x: x, size=2)
-    assert next(gen) == (1, "s")
-    with pytest.raises(RuntimeError, match="corrupt record"):
-        next(gen)
 
 
 def test_fsdp_gathers_parameters_not_activations():

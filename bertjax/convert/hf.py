@@ -19,6 +19,7 @@ import pathlib
 from typing import Any, Mapping
 
 import numpy as np
+from flax import traverse_util
 
 from bertjax import checkpoint
 from bertjax.convert import output, table
@@ -240,7 +241,7 @@ def export_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *,
     output.check_free(out)
     params, cfg, tok_identity, meta = checkpoint.load_pretrained(src, step)
     hf_config = config_to_hf(cfg, tok_identity.get("pad_id", 0))
-    tensors = table.from_bertjax(table.flatten(params), cfg, "hf")
+    tensors = table.from_bertjax(traverse_util.flatten_dict(params, sep="/"), cfg, "hf")
     write_tokenizer = (None if skip_tokenizer
                        else _tokenizer_writer(src, tokenizer, tok_identity, meta, cfg))
     hf_config["bertjax_source"] = meta.get("source", "") or str(pathlib.Path(src).resolve())

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from bertjax import checkpoint
 from bertjax.convert import table
@@ -62,11 +63,12 @@ def fill_missing_groups(flat: Mapping[str, np.ndarray], cfg: bert.BertConfig,
     key_pooler, key_heads = jax.random.split(jax.random.PRNGKey(seed))
     fresh = {}
     if "bert/pooler" in groups:
-        fresh.update({"bert/pooler/" + k: v for k, v in table.flatten(
-            bert.Pooler(cfg).init(key_pooler, h)["params"]).items()})
+        fresh.update({"bert/pooler/" + k: v for k, v in traverse_util.flatten_dict(
+            bert.Pooler(cfg).init(key_pooler, h)["params"], sep="/").items()})
     if {"cls/predictions", "cls/seq_relationship"} & set(groups):
         heads = bert.PreTrainingHeads(cfg).init(key_heads, h, h[:, 0], positions, embeddings)
-        fresh.update({"cls/" + k: v for k, v in table.flatten(heads["params"]).items()})
+        fresh.update({"cls/" + k: v for k, v in traverse_util.flatten_dict(
+            heads["params"], sep="/").items()})
     for k, v in fresh.items():
         if table.group_of(k) in groups:
             flat[k] = np.asarray(v, np.float32)
@@ -93,7 +95,7 @@ def write_imported(out, flat: Mapping[str, np.ndarray], cfg: bert.BertConfig,
     plus `out/vocab.txt` and `out/tokenizer_config.json` (read by wordpiece.load(out))."""
     if cfg.scan_layers:
         flat = table.stack_layers(flat, cfg.num_layers)
-    params = table.unflatten(flat)
+    params = traverse_util.unflatten_dict(flat, sep="/")
     out = pathlib.Path(out)
     with atomic_directory(out) as tmp:
         checkpoint.save_pretrained(tmp / checkpoint.CHECKPOINT_SUBDIR, params, cfg,

@@ -17,6 +17,7 @@ from typing import Iterable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from bertjax.models import bert
 
@@ -114,31 +115,8 @@ def group_of(ours: str) -> str | None:
     return None
 
 
-# --- Parameter trees <-> flat {'a/b/c': array} dicts.
-
-def flatten(params: Mapping) -> dict[str, np.ndarray]:
-    flat = {}
-
-    def visit(node, prefix):
-        if isinstance(node, Mapping):
-            for k, v in node.items():
-                visit(v, f"{prefix}/{k}" if prefix else str(k))
-        else:
-            flat[prefix] = node
-
-    visit(params, "")
-    return flat
-
-
-def unflatten(flat: Mapping[str, np.ndarray]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
+# Parameter trees <-> flat {'a/b/c': array} dicts: flax.traverse_util.flatten_dict(tree,
+# sep="/") and unflatten_dict(flat, sep="/"), the project's one flatten rule.
 
 
 def is_scanned(flat: Mapping[str, np.ndarray]) -> bool:
@@ -181,7 +159,7 @@ def expected_shapes(cfg: bert.BertConfig) -> dict[str, tuple[int, ...]]:
     ids = jnp.zeros((1, 2), jnp.int32)
     shapes = jax.eval_shape(lambda: bert.BertForPreTraining(cfg).init(
         jax.random.PRNGKey(0), ids, ids, ids, ids[:, :1])["params"])
-    return {k: tuple(v.shape) for k, v in flatten(shapes).items()}
+    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes, sep="/").items()}
 
 
 # --- The two directions.

@@ -32,6 +32,7 @@ from absl import logging
 from array_record.python import array_record_module
 from tensorflow_datasets.core import dataset_builder
 
+from bertjax import records
 from bertjax.data import corpus as corpus_lib
 from bertjax.data import tokenizer as tokenizer_lib
 
@@ -171,9 +172,7 @@ def _run_unit(index_and_unit: tuple[int, corpus_lib.Unit]) -> tuple[int, dict]:
         os.replace(paths[s] + ".tmp", paths[s])
     stats = {**counts, "bytes": read.bytes, "invalid_utf8": dict(read.invalid_utf8),
              "cpu_seconds": clock() - t0, "lowest_train": lowest_train}
-    with open(paths["stats"] + ".tmp", "w") as f:
-        json.dump(stats, f)
-    os.replace(paths["stats"] + ".tmp", paths["stats"])
+    records.write_json(paths["stats"], stats, indent=None)
     return index, stats
 
 
@@ -381,7 +380,7 @@ def _summarise(unit_stats: list[dict], wall: float, lines_are_sentences: bool) -
 # --------------------------------------------------------------------------------------------
 # Entry points.
 
-def prepare(corpus_spec: str, tokenizer_path: str, prepared_dir: str | os.PathLike, *,
+def prepare(corpus_spec: str, tokenizer_path, prepared_dir: str | os.PathLike, *,
             corpus_format: str = "auto", eval_fraction: float = 0.01, num_workers: int = 0,
             tfds_data_dir: str = "", progress: bool = True,
             unit_bytes: int = corpus_lib.UNIT_BYTES) -> dict:
@@ -389,9 +388,11 @@ def prepare(corpus_spec: str, tokenizer_path: str, prepared_dir: str | os.PathLi
 
     Returns the dataset's metadata (tokenizer identity, corpus, stats). Raises ValueError if
     `prepared_dir` already holds data from a different tokenizer, corpus or eval_fraction.
+    `tokenizer_path` may also be a tokenizer already loaded.
     """
     check_eval_fraction(eval_fraction)
-    tok = tokenizer_lib.load(tokenizer_path)
+    tok = (tokenizer_lib.load(tokenizer_path) if isinstance(tokenizer_path, (str, os.PathLike))
+           else tokenizer_path)
     if is_prepared(prepared_dir):
         meta = metadata(prepared_dir)
         check_compatible(meta, prepared_dir, tokenizer=tok, corpus_spec=corpus_spec,

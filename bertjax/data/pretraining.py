@@ -329,16 +329,17 @@ class PairTransform(grain.transforms.RandomMap):
 # --------------------------------------------------------------------------------------------
 # The pipeline.
 
-def prepare_if_needed(data_config, workdir: str | os.PathLike) -> str:
+def prepare_if_needed(data_config, workdir: str | os.PathLike, *, tokenizer=None) -> str:
     """Prepares data_config.corpus into data_config.prepared_dir (or <workdir>/prepared) unless a
     matching preparation is there; returns that directory.
 
     On several hosts, give each a local prepared_dir or prepare once beforehand with
     scripts/prepare_pretraining_data.py: hosts must not write the same directory concurrently.
+    `tokenizer`: the loaded data_config.tokenizer, when the caller has it already.
     """
     prepared = data_config.prepared_dir or os.path.join(os.fspath(workdir), "prepared")
     prepare_lib.prepare(
-        data_config.corpus, data_config.tokenizer, prepared,
+        data_config.corpus, data_config.tokenizer if tokenizer is None else tokenizer, prepared,
         corpus_format=data_config.corpus_format, eval_fraction=data_config.eval_fraction,
         num_workers=data_config.get("prepare_workers", 0),
         tfds_data_dir=data_config.get("tfds_data_dir", ""))
@@ -347,8 +348,8 @@ def prepare_if_needed(data_config, workdir: str | os.PathLike) -> str:
 
 def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global_batch_size: int,
                  seed: int, process_index: int = 0, process_count: int = 1,
-                 max_seq_len: int | None = None,
-                 max_predictions_per_seq: int | None = None) -> grain.IterDataset:
+                 max_seq_len: int | None = None, max_predictions_per_seq: int | None = None,
+                 tokenizer=None) -> grain.IterDataset:
     """The Grain dataset behind make_iterator (see there)."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: expected one of {SPLITS}")
@@ -368,7 +369,7 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
         # different ones (two could be the same document at an epoch boundary).
         raise ValueError(f"data.docs_per_group={docs_per_group}: expected at least 3")
 
-    tok = tokenizer_lib.load(data_config.tokenizer)
+    tok = tokenizer_lib.load(data_config.tokenizer) if tokenizer is None else tokenizer
     pairing = PairingOptions(max_seq_len=max_seq_len or data_config.max_seq_len,
                              short_seq_prob=data_config.short_seq_prob, nsp=data_config.nsp,
                              cls_id=tok.cls_id, sep_id=tok.sep_id)
@@ -408,7 +409,8 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
 def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "train",
                   global_batch_size: int, seed: int, process_index: int = 0,
                   process_count: int = 1, max_seq_len: int | None = None,
-                  max_predictions_per_seq: int | None = None) -> grain.DatasetIterator:
+                  max_predictions_per_seq: int | None = None,
+                  tokenizer=None) -> grain.DatasetIterator:
     """An endless iterator of this host's batches (global_batch_size // process_count rows).
 
     Batches are dicts of numpy arrays: input_ids, segment_ids, input_mask [b, max_seq_len]
@@ -416,10 +418,12 @@ def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "tra
     [b, max_predictions], nsp_label [b] (int32, 1 = NotNext). Eval ignores `seed` (EVAL_SEED).
     The iterator is a grain.DatasetIterator: get_state()/set_state() round-trip JSON, and
     Orbax saves it with grain.checkpoint.CheckpointSave / CheckpointRestore.
+    `tokenizer`: the loaded data_config.tokenizer, when the caller has it already.
     """
     return iter(make_dataset(data_config, prepared, split=split,
                              global_batch_size=global_batch_size, seed=seed,
                              process_index=process_index, process_count=process_count,
                              max_seq_len=max_seq_len,
-                             max_predictions_per_seq=max_predictions_per_seq))
+                             max_predictions_per_seq=max_predictions_per_seq,
+                             tokenizer=tokenizer))
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Callable
 
 import flax
 import jax
@@ -42,38 +41,30 @@ class TrainState:
     rng: jax.Array        # step k's dropout key is fold_in(rng, k)
 
 
-def _outputs(params, frozen, batch, *, model, deterministic: bool, rng=None,
-             gather_params: Callable | None = None):
-    tree = transfer.merge_params(params, frozen)
-    if gather_params is not None:  # FSDP: sharded storage -> the layout the model runs in
-        tree = gather_params(tree)
+def _outputs(params, frozen, batch, *, model, deterministic: bool, collectives, rng=None):
+    # FSDP: sharded storage -> the layout the model runs in (identity otherwise).
+    tree = collectives.params_for_compute(transfer.merge_params(params, frozen))
     out = model.apply({"params": tree}, batch["input_ids"], batch["segment_ids"],
                       batch["input_mask"], deterministic=deterministic,
                       rngs=None if deterministic else {"dropout": rng})
     return out.astype(jnp.float32)
 
 
-def _psum(tree, axis_name):
-    return jax.lax.psum(tree, axis_name) if axis_name else tree
-
-
 def train_step(state: TrainState, batch: dict, *, model, tx, schedule, regression: bool,
-               axis_name: str | None = None, gather_params: Callable | None = None):
+               collectives: parallel.Collectives = parallel.ONE_DEVICE):
     """One update on one global batch. The loss is averaged over the real examples of the whole
     global batch (a bucket's last batch is padded with zero-weight rows), so one device, jit
-    over a mesh and pmap (psum over `axis_name`) compute the same gradient."""
-    rng = jax.random.fold_in(state.rng, state.step)
-    if axis_name:
-        rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-    total_weight = _psum(jnp.sum(batch["weights"]), axis_name)
+    over a mesh and pmap (summed over the devices by `collectives`) compute the same gradient."""
+    rng = collectives.per_device_rng(jax.random.fold_in(state.rng, state.step))
+    total_weight = collectives.sum(jnp.sum(batch["weights"]))
     loss_fn = losses.regression_loss if regression else losses.classification_loss
 
     def objective(params):
         out = _outputs(params, state.frozen, batch, model=model, deterministic=False, rng=rng,
-                       gather_params=gather_params)
+                       collectives=collectives)
         return loss_fn(out, batch["labels"], batch["weights"], total_weight)
 
-    loss, grads = _psum(jax.value_and_grad(objective)(state.params), axis_name)
+    loss, grads = collectives.sum(jax.value_and_grad(objective)(state.params))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     out = {"loss": loss, "grad_norm": optax.global_norm(grads),
@@ -81,12 +72,12 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, regressio
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), out
 
 
-def eval_step(state: TrainState, batch: dict, *, model, axis_name: str | None = None,
-              gather_params: Callable | None = None):
+def eval_step(state: TrainState, batch: dict, *, model,
+              collectives: parallel.Collectives = parallel.ONE_DEVICE):
     """Model outputs (logits [B, C] or scores [B]) for the whole global batch, on every host."""
     out = _outputs(state.params, state.frozen, batch, model=model, deterministic=True,
-                   gather_params=gather_params)
-    return jax.lax.all_gather(out, axis_name, tiled=True) if axis_name else out
+                   collectives=collectives)
+    return collectives.gather(out)
 
 
 def decide(spec, outputs: np.ndarray) -> np.ndarray:

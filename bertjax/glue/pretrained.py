@@ -13,12 +13,12 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from flax import traverse_util
 from absl import logging
 
 from bertjax import checkpoint
 from bertjax.data import tokenizer as tokenizer_lib
 from bertjax.data import wordpiece
-from bertjax.glue import transfer
 from bertjax.models import bert
 
 # The random-initialisation baseline's tokenizer when none is given (the repository's default,
@@ -115,8 +115,8 @@ def check_encoder_fits(param_shapes: Mapping, init: Init) -> None:
     an error before anything is compiled."""
     if init.bert_params is None:
         return
-    expect = transfer.flatten(param_shapes["bert"])
-    got = transfer.flatten(init.bert_params)
+    expect = traverse_util.flatten_dict(dict(param_shapes["bert"]), sep="/")
+    got = traverse_util.flatten_dict(dict(init.bert_params), sep="/")
     bad = sorted(set(expect) ^ set(got)) or [
         k for k in expect if tuple(expect[k].shape) != tuple(np.shape(got[k]))]
     if bad:

@@ -111,23 +111,15 @@ def trainable_predicate(mode: str, config: bert.BertConfig,
     return predicate
 
 
-def flatten(params: Mapping) -> dict[str, jax.Array]:
-    return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(params)).items()}
-
-
-def unflatten(flat: Mapping[str, jax.Array]) -> dict:
-    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
-
-
 def split_params(params: Mapping, predicate: Callable[[str], bool]
                  ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     """-> (trainable, frozen), each a flat {path: array} dict."""
-    flat = flatten(params)
+    flat = traverse_util.flatten_dict(dict(params), sep="/")
     trainable = {k: v for k, v in flat.items() if predicate(k)}
     frozen = {k: v for k, v in flat.items() if not predicate(k)}
     return trainable, frozen
 
 
 def merge_params(trainable: Mapping[str, jax.Array], frozen: Mapping[str, jax.Array]) -> dict:
-    return unflatten({**frozen, **trainable})
+    return traverse_util.unflatten_dict({**frozen, **trainable}, sep="/")
 

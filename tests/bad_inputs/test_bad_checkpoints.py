@@ -13,7 +13,7 @@ from bad_input_helpers import checksums
 from bertjax import checkpoint, train
 from bertjax.convert import hf
 from bertjax.data import tokenizer
-from bertjax.glue import grid, pretrained, tasks, transfer
+from bertjax.glue import pretrained, transfer
 from bertjax.models import bert
 from configs import glue as glue_config
 from configs import pretrain
@@ -47,7 +47,6 @@ def test_half_written_step_is_ignored(tmp_path):
     (partial / "params" / "junk").write_bytes(b"\x00" * 10)
     restored, cfg, _, _ = checkpoint.load_pretrained(str(tmp_path / "ckpt"))
     np.testing.assert_array_equal(restored["bert"]["w"], params["bert"]["w"])
-    assert checkpoint.read_metadata(str(tmp_path / "ckpt"))[1] == 2
     with checkpoint.make_manager(tmp_path / "ckpt") as mngr:  # what a resumed run asks
         assert mngr.latest_step() == 2 and mngr.all_steps() == [2]
 

@@ -7,7 +7,7 @@ import random
 import pytest
 from bad_input_helpers import checksums, sentence
 
-from bertjax.glue import grid, pretrained, tasks
+from bertjax.glue import grid, tasks
 from configs import glue as glue_config
 
 RTE = tasks.get_task("RTE")

@@ -3,6 +3,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from bertjax.models import bert
 
@@ -72,7 +73,7 @@ def random_params(cfg, seed=0, scale=0.2):
             .astype(np.float32) for k, shape in table.expected_shapes(cfg).items()}
     if cfg.scan_layers:
         flat = table.stack_layers(flat, cfg.num_layers)
-    return table.unflatten(flat)
+    return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def hf_outputs(model, ids, segments, mask, positions):

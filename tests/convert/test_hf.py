@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from bertjax import checkpoint
 from bertjax.convert import hf, table
@@ -52,11 +53,11 @@ def test_import_matches_transformers(hf_dir, hf_tools, tmp_path, scan_layers):
     assert max(diffs.values()) < TOL, diffs
 
     # The comparison can fail: swapping query and key kernels in one layer is far outside it.
-    flat = table.flatten(params)
+    flat = traverse_util.flatten_dict(params, sep="/")
     prefix = "bert/encoder/layer/" if scan_layers else "bert/encoder/layer_0/"
     q, k = (prefix + f"attention/self/{n}/kernel" for n in ("query", "key"))
     flat[q], flat[k] = flat[k], flat[q]
-    wrong = hf_tools["our_outputs"](table.unflatten(flat), cfg, *inputs)
+    wrong = hf_tools["our_outputs"](traverse_util.unflatten_dict(flat, sep="/"), cfg, *inputs)
     assert hf_tools["max_diffs"](wrong, theirs)["sequence"] > 100 * TOL
 
 
@@ -72,7 +73,7 @@ def test_import_partial_architectures(hf_tools, tmp_path, cls_name, absent):
     hf.import_checkpoint(src, tmp_path / "out", seed=3)
     params, cfg, _, meta = checkpoint.load_pretrained(tmp_path / "out")
     assert meta["conversion"]["initialised"] == absent
-    assert set(table.flatten(params)) == set(table.expected_shapes(cfg))
+    assert set(traverse_util.flatten_dict(params, sep="/")) == set(table.expected_shapes(cfg))
     ids, segments, mask, positions = hf_tools["batch"](1)
     seq, _, mlm, _ = hf_tools["our_outputs"](params, cfg, ids, segments, mask, positions)
     t = lambda a: torch.tensor(np.asarray(a))  # noqa: E731
@@ -162,7 +163,7 @@ def test_import_export_round_trips_exactly(hf_dir, hf_tools, tmp_path):
         hf.import_checkpoint(tmp_path / f"hf{name}", tmp_path / f"back{name}", scan_layers=scan)
         back, cfg2, _, _ = checkpoint.load_pretrained(tmp_path / f"back{name}")
         assert cfg2 == dataclasses.replace(cfg, position_embedding="learned")
-        a, b = table.flatten(params), table.flatten(back)
+        a, b = traverse_util.flatten_dict(params, sep="/"), traverse_util.flatten_dict(back, sep="/")
         if pe == "sinusoidal":
             a["bert/embeddings/position_embeddings/embedding"] = bert.position_table(cfg)
         assert set(a) == set(b)

@@ -4,6 +4,7 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from bertjax.convert import table
 from bertjax.convert.table import ConversionError
@@ -38,8 +39,8 @@ def test_stacking_matches_the_scan_layers_layout():
     flat = _params(CFG)
     scanned_cfg = dataclasses.replace(CFG, scan_layers=True, remat=True)
     ids = np.zeros((1, 4), np.int32)
-    scanned = table.flatten(jax.eval_shape(lambda: bert.BertForPreTraining(scanned_cfg).init(
-        jax.random.PRNGKey(0), ids, ids, ids, ids[:, :1])["params"]))
+    scanned = traverse_util.flatten_dict(jax.eval_shape(lambda: bert.BertForPreTraining(
+        scanned_cfg).init(jax.random.PRNGKey(0), ids, ids, ids, ids[:, :1])["params"]), sep="/")
     stacked = table.stack_layers(flat, CFG.num_layers)
     assert {k: v.shape for k, v in stacked.items()} == {k: v.shape for k, v in scanned.items()}
     assert table.is_scanned(stacked) and not table.is_scanned(flat)

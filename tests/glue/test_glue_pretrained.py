@@ -5,10 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 from glue_fixtures import WORDS, write_task
 
 from bertjax import checkpoint, sweep, train
-from bertjax.convert import output, table
+from bertjax.convert import output
 from bertjax.data import wordpiece
 from bertjax.glue import grid, pretrained
 from bertjax.models import bert
@@ -34,7 +35,7 @@ def test_imported_checkpoint_uses_the_vocab_txt_beside_it(tmp_path, micro, glue_
     tok = wordpiece.load(vocab)
     cfg = _micro_model(tok.vocab_size)
     out = tmp_path / "imported"
-    output.write_imported(out, table.flatten(_params(cfg)), cfg, tok, source="test",
+    output.write_imported(out, traverse_util.flatten_dict(_params(cfg), sep="/"), cfg, tok, source="test",
                           conversion={})
     for path in (out, out / checkpoint.CHECKPOINT_SUBDIR):  # the folder or its checkpoints/
         init = pretrained.resolve_init(micro("SST-2"), str(path))

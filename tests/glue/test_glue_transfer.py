@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from bertjax import optim
 from bertjax.glue import data, finetune, pretrained, tasks, transfer
@@ -42,8 +43,8 @@ def test_partial_mode_trains_exactly_the_top_layers_and_head():
                               "bert/embeddings/word_embeddings", "bert/encoder/layer_0",
                               "bert/encoder/layer_1"]
     all_top = transfer.trainable_predicate("partial", cfg, trainable_layers=3)
-    assert [k for k in transfer.flatten(shapes) if not all_top(k)] == [
-        k for k in transfer.flatten(shapes) if k.startswith("bert/embeddings/")]
+    assert [k for k in traverse_util.flatten_dict(shapes, sep="/") if not all_top(k)] == [
+        k for k in traverse_util.flatten_dict(shapes, sep="/") if k.startswith("bert/embeddings/")]
     with pytest.raises(ValueError, match="trainable_layers=4: expected 0..3"):
         transfer.trainable_predicate("partial", cfg, trainable_layers=4)
     with pytest.raises(ValueError, match="scan_layers=True"):
@@ -69,8 +70,8 @@ def test_decay_mask_agrees_with_the_former_glue_rule_on_every_glue_parameter(mod
     cfg = _cfg()
     ids = jnp.zeros((1, 8), jnp.int32)
     model = transfer.build_model(mode, cfg, 3)
-    flat = transfer.flatten(jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), ids, ids, ids)["params"]))
+    flat = traverse_util.flatten_dict(jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), ids, ids, ids)["params"]), sep="/")
     former = {k: not (k.endswith("/bias") or "LayerNorm" in k or "scalar_mix" in k) for k in flat}
     assert optim.decay_mask(flat) == former
     assert any(former.values()) and not all(former.values())

@@ -28,7 +28,7 @@ import grain
 from etils import epath
 
 from bertjax import checkpoint as ckpt_lib
-from bertjax import losses, metrics as metrics_lib, optim, parallel
+from bertjax import losses, metrics as metrics_lib, optim, parallel, records
 from bertjax.models import bert
 
 log = logging.getLogger("bertjax.train")
@@ -318,7 +318,8 @@ def _make_iterator(config, prepared, split, phase, *, seed_offset=0):
     return pretraining.make_iterator(
         config.data, prepared, split=split, global_batch_size=config.train.batch_size,
         seed=config.seed + 1000 * phase + seed_offset, process_index=jax.process_index(),
-        process_count=jax.process_count(), max_seq_len=seq, max_predictions_per_seq=preds)
+        process_count=jax.process_count(), shards=config.data.get("shards", 0),
+        max_seq_len=seq, max_predictions_per_seq=preds)
 
 
 def _tagged(it, phase):
@@ -332,7 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
 
     # --- Checks and setup, before any compile or data preparation.
     if config.parallel.distributed:
-        jax.distributed.initialize()
+        parallel.initialize_distributed()
     model_cfg = check_config(config)
     workdir = epath.Path(workdir)
     check_workdir(workdir, config)
@@ -341,9 +342,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     is_main = jax.process_index() == 0
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
-        if not (workdir / "config.json").exists():
-            (workdir / "config.json").write_text(config.to_json(indent=2))
-    prepared = pretraining.prepare_if_needed(config.data, str(workdir))
+        if not (workdir / "config.json").exists():  # atomic: other processes may be reading it
+            records.write_json(workdir / "config.json", json.loads(config.to_json()), indent=2)
+        prepared = pretraining.prepare_if_needed(config.data, str(workdir))
+    # Process 0 prepares (the default prepared_dir is shared through the workdir); the others
+    # then find it prepared, or prepare their own when data.prepared_dir is host-local.
+    parallel.barrier("prepared")
+    if not is_main:
+        prepared = pretraining.prepare_if_needed(config.data, str(workdir))
 
     # --- Model, optimizer, state layout (abstract: nothing allocated yet).
     model = bert.BertForPreTraining(model_cfg)

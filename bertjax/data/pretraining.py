@@ -388,6 +388,10 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
             "document). Add documents, raise eval_fraction, or set data.nsp=False.")
 
     seed = EVAL_SEED if split == "eval" else seed
+    if process_index:
+        # Every shard its own random stream: with one seed, all hosts would draw the same
+        # pairing choices and the same masking keys for their (different) rows.
+        seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0] >> 1)
     per_host = global_batch_size // process_count
     ds = grain.MapDataset.range(process_index, n_docs, process_count)  # disjoint host shards
     ds = ds.shuffle(seed=seed).repeat()  # a new order every epoch
@@ -407,9 +411,15 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
 
 def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "train",
                   global_batch_size: int, seed: int, process_index: int = 0,
-                  process_count: int = 1, max_seq_len: int | None = None,
+                  process_count: int = 1, shards: int = 0, max_seq_len: int | None = None,
                   max_predictions_per_seq: int | None = None) -> grain.DatasetIterator:
     """An endless iterator of this host's batches (global_batch_size // process_count rows).
+
+    The documents are split into `shards` disjoint shards (0: one per process), each with its
+    own stream of global_batch_size // shards rows per batch; a process reads its consecutive
+    block of shards and concatenates their rows. The global batch depends on the shard count,
+    not on the number of processes: one process with shards=N reads exactly the global batches
+    of N processes.
 
     Batches are dicts of numpy arrays: input_ids, segment_ids, input_mask [b, max_seq_len]
     (int32), masked_positions, masked_ids (int32) and masked_weights (float32)
@@ -417,9 +427,21 @@ def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "tra
     The iterator is a grain.DatasetIterator: get_state()/set_state() round-trip JSON, and
     Orbax saves it with grain.checkpoint.CheckpointSave / CheckpointRestore.
     """
-    return iter(make_dataset(data_config, prepared, split=split,
+    shards = shards or process_count
+    if shards % process_count:
+        raise ValueError(f"data.shards={shards}: expected a multiple of the {process_count} "
+                         "processes (or 0: one shard per process)")
+    if global_batch_size % shards:
+        raise ValueError(f"train.batch_size={global_batch_size} is not divisible by "
+                         f"data.shards={shards}")
+    per_process = shards // process_count
+    datasets = [make_dataset(data_config, prepared, split=split,
                              global_batch_size=global_batch_size, seed=seed,
-                             process_index=process_index, process_count=process_count,
-                             max_seq_len=max_seq_len,
-                             max_predictions_per_seq=max_predictions_per_seq))
+                             process_index=s, process_count=shards, max_seq_len=max_seq_len,
+                             max_predictions_per_seq=max_predictions_per_seq)
+                for s in range(process_index * per_process, (process_index + 1) * per_process)]
+    if len(datasets) == 1:
+        return iter(datasets[0])
+    return iter(grain.experimental.ZipIterDataset(datasets).map(
+        lambda parts: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}))
 

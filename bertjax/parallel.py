@@ -42,8 +42,15 @@ def initialize_distributed() -> None:
             return int(value)
         except ValueError:
             raise ValueError(f"environment variable {key}={value!r}: expected an integer") from None
-    jax.distributed.initialize(num_processes=env_int("JAX_NUM_PROCESSES"),
-                               process_id=env_int("JAX_PROCESS_ID"))
+    try:
+        jax.distributed.initialize(num_processes=env_int("JAX_NUM_PROCESSES"),
+                                   process_id=env_int("JAX_PROCESS_ID"))
+    except ValueError as e:  # e.g. "coordinator_address should be defined."
+        raise ValueError(
+            f"parallel.distributed=True: {e} Outside SLURM, Open MPI, Kubernetes and Cloud TPU "
+            "set JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and "
+            "JAX_PROCESS_ID on every process; scripts/launch_local.py does so on one "
+            "machine") from None
 
 
 def barrier(name: str, timeout_s: int = 24 * 3600) -> None:

@@ -282,13 +282,27 @@ def _restore(mngr, step: int, abstract_state: TrainState, shardings):
 # The loop.
 # ----------------------------------------------------------------------------------------------
 class _Preempted:
-    """Turns SIGTERM (preemption) into a flag checked between steps."""
+    """Turns SIGTERM (preemption) into a stop after a step, checked between steps.
+
+    Several processes must stop at the same step (they save together): there JAX's preemption
+    service, started by jax.distributed.initialize, catches SIGTERM on any of them and picks
+    the step; a Python handler here would hide the signal from it."""
 
     def __init__(self):
         self.flag = False
         self._old = None
+        self._multi = jax.process_count() > 1
+
+    def reached(self, step: int) -> bool:
+        """Call once per step, on every process."""
+        if self._multi:
+            from jax.experimental import multihost_utils
+            self.flag = multihost_utils.reached_preemption_sync_point(step)
+        return self.flag
 
     def __enter__(self):
+        if self._multi:
+            return self
         try:
             self._old = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread: no handler
@@ -452,7 +466,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
                     window_steps += 1
                 bar.update(1)
 
-                preempt = stop.flag  # read once: the signal can arrive at any moment
+                preempt = stop.reached(step)  # read once: the signal can come at any moment
                 log_now = step % config.train.log_every == 0 or step == config.train.steps
                 ckpt_now = (step % config.train.checkpoint_every == 0 or step == config.train.steps
                             or preempt)

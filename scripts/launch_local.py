@@ -9,8 +9,9 @@ Each process gets the environment a cluster launcher would give it: JAX_COORDINA
 JAX_PROCESS_ID, which `parallel.initialize_distributed()` passes to jax.distributed.initialize.
 With --cpu_devices_per_process each process simulates that many CPU devices (cross-process
 collectives on CPU use gloo, JAX's default). Output lines are prefixed with the process id. If
-one process fails, the others are stopped; SIGINT/SIGTERM are forwarded to all of them. The exit
-code is the first non-zero exit code, or 0.
+one process fails, the others are stopped; SIGTERM is forwarded to all of them (the trainer
+saves a checkpoint and exits; Ctrl-C reaches them directly). The exit code is the first non-zero
+exit code, or 0.
 """
 from __future__ import annotations
 
@@ -80,7 +81,9 @@ def main(argv=None) -> int:
             if pr.poll() is None:
                 pr.send_signal(signum)
 
-    signal.signal(signal.SIGINT, forward)
+    # Ctrl-C reaches the children directly (same foreground process group); forwarding it too
+    # would interrupt their cleanup. SIGTERM (kill, a scheduler) is sent to us alone.
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
     signal.signal(signal.SIGTERM, forward)
     code = 0
     while any(pr.poll() is None for pr in procs):

@@ -168,6 +168,42 @@ def _compare(ref, got, steps):
 # ----------------------------------------------------------------------------------------------
 # The tests.
 
+def test_global_batch_depends_on_the_shard_count_not_the_process_count(prepared_dir):
+    from bertjax.data import pretraining
+    from configs import pretrain
+    data = pretrain.get_config("tiny").data
+    data.tokenizer = os.path.join(REPO, data.tokenizer)
+    kw = dict(global_batch_size=8, seed=3, max_seq_len=64, max_predictions_per_seq=10)
+    one = pretraining.make_iterator(data, prepared_dir, process_count=1, shards=2, **kw)
+    parts = [pretraining.make_iterator(data, prepared_dir, process_index=i, process_count=2, **kw)
+             for i in (0, 1)]
+    for _ in range(3):
+        a, b0, b1 = next(one), next(parts[0]), next(parts[1])
+        assert len(b0["input_ids"]) == len(b1["input_ids"]) == 4
+        for k in a:
+            np.testing.assert_array_equal(a[k], np.concatenate([b0[k], b1[k]]), err_msg=k)
+    # The combined iterator's state round-trips like a single one (checkpoints hold it).
+    state, expected = one.get_state(), next(one)
+    again = pretraining.make_iterator(data, prepared_dir, process_count=1, shards=2, **kw)
+    again.set_state(state)
+    np.testing.assert_array_equal(next(again)["input_ids"], expected["input_ids"])
+    with pytest.raises(ValueError, match=r"data.shards=3: expected a multiple of the 2 processes"):
+        pretraining.make_iterator(data, prepared_dir, process_count=2, shards=3, **kw)
+
+
+def test_distributed_without_a_cluster_environment_is_one_clear_error(tmp_path):
+    env = _env()
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "pretrain.py"),
+         f"--config={os.path.join(REPO, 'configs', 'pretrain.py')}:tiny",
+         f"--workdir={tmp_path / 'run'}", "--config.parallel.distributed=True"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "JAX_COORDINATOR_ADDRESS" in proc.stderr and "JAX_NUM_PROCESSES" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
 def test_two_processes_match_one_process_with_eight_devices(tmp_path, prepared_dir):
     steps = 4
     ref_dir, mp_dir = str(tmp_path / "one_process"), str(tmp_path / "two_processes")
@@ -260,6 +296,39 @@ def test_two_processes_killed_and_restarted_reproduce_one_process(tmp_path, prep
                       "max_abs_diff": worst,
                       "one_process": {s: ref[s][0][0] for s in ref},
                       "two_processes": {s: [v[0] for v in got[s]] for s in got}}))
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+        return [int(p) for p in f.read().split()]
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_process_stops_both_at_the_same_step_with_a_checkpoint(tmp_path,
+                                                                              prepared_dir):
+    # A preemption notice may reach the hosts at different steps, or only one of them; all
+    # must save the same step together and exit cleanly (a process that stopped alone would
+    # leave the others blocked in the next collective).
+    mp_dir = str(tmp_path / "two_processes")
+    args = _pretrain_args(mp_dir, prepared_dir, steps=10_000, distributed=True)
+    with _started(*_two_processes(args), tmp_path / "mp.log") as mp:
+        deadline = time.time() + RUN_TIMEOUT_S
+        while time.time() < deadline and mp.poll() is None:
+            if os.path.exists(os.path.join(mp_dir, "metrics.jsonl")) and \
+                    len(_train_losses(mp_dir)) >= 3:
+                break
+            time.sleep(0.1)
+        workers = _children(mp.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[1], signal.SIGTERM)  # process 1 only, not the launcher
+        _wait(mp, tmp_path / "mp.log", timeout=240)
+    log = _tail(tmp_path / "mp.log", 10**6)
+    stopped = re.findall(r"\[(\d)\] .*preempted at step (\d+)", log)
+    assert sorted(p for p, _ in stopped) == ["0", "1"] and len({s for _, s in stopped}) == 1, \
+        log[-3000:]
+    step = int(stopped[0][1])
+    assert os.path.isdir(os.path.join(mp_dir, "checkpoints", str(step)))
+    print(json.dumps({"sigterm_to": "process 1", "both_stopped_at": step}))
 
 
 if __name__ == "__main__":

@@ -431,7 +431,7 @@ def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "tra
     if shards % process_count:
         raise ValueError(f"data.shards={shards}: expected a multiple of the {process_count} "
                          "processes (or 0: one shard per process)")
-    if global_batch_size % shards:
+    if shards != process_count and global_batch_size % shards:
         raise ValueError(f"train.batch_size={global_batch_size} is not divisible by "
                          f"data.shards={shards}")
     per_process = shards // process_count

@@ -333,8 +333,10 @@ def prepare_if_needed(data_config, workdir: str | os.PathLike) -> str:
     """Prepares data_config.corpus into data_config.prepared_dir (or <workdir>/prepared) unless a
     matching preparation is there; returns that directory.
 
-    On several hosts, give each a local prepared_dir or prepare once beforehand with
-    scripts/prepare_pretraining_data.py: hosts must not write the same directory concurrently.
+    Processes must not write the same directory concurrently: train_and_evaluate calls this on
+    process 0 first and on the others after a barrier (they then find it prepared, or prepare
+    a host-local prepared_dir). For a large corpus prepare once beforehand with
+    scripts/prepare_pretraining_data.py.
     """
     prepared = data_config.prepared_dir or os.path.join(os.fspath(workdir), "prepared")
     prepare_lib.prepare(

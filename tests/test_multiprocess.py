@@ -247,7 +247,7 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path, prepared_d
     print(json.dumps({"mode": "jit", "wall_s": round(wall, 1), "max_abs_diff": worst,
                       "one_process": {s: ref[s][0][0] for s in ref},
                       "two_processes": {s: got[s][0][0] for s in got}}))
-    # Both wrote the same checkpoint layout; the two-process one has one iterator state each.
+    # The two-process checkpoint holds one data-iterator state per process.
     items = os.listdir(os.path.join(mp_dir, "checkpoints", str(steps), "data_iter"))
     assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(items), items
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from typing import Any, Callable
 
 import flax.jax_utils
@@ -61,6 +62,42 @@ class Collectives:
 
 
 ONE_DEVICE = Collectives()
+
+
+def initialize_distributed() -> None:
+    """jax.distributed.initialize() for a multi-process run.
+
+    JAX itself reads only JAX_COORDINATOR_ADDRESS (and the SLURM / Open MPI / Cloud TPU / k8s
+    environments); outside those, the process count and id come from JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID, which scripts/launch_local.py and hand-written launch lines set."""
+    def env_int(key):
+        value = os.environ.get(key)
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"environment variable {key}={value!r}: expected an integer") from None
+    try:
+        jax.distributed.initialize(num_processes=env_int("JAX_NUM_PROCESSES"),
+                                   process_id=env_int("JAX_PROCESS_ID"))
+    except ValueError as e:  # e.g. "coordinator_address should be defined."
+        raise ValueError(
+            f"parallel.distributed=True: {e} Outside SLURM, Open MPI, Kubernetes and Cloud TPU "
+            "set JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and "
+            "JAX_PROCESS_ID on every process; scripts/launch_local.py does so on one "
+            "machine") from None
+
+
+def barrier(name: str, timeout_s: int = 24 * 3600) -> None:
+    """Wait until every process reaches `name`; a no-op in a single-process run.
+
+    Uses the coordination service rather than a device collective, so one process may spend
+    long on host work (data preparation) while the others wait."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the client behind jax.distributed.initialize
+    distributed.global_state.client.wait_at_barrier(f"bertjax_{name}", timeout_s * 1000)
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -134,6 +171,10 @@ class DataParallel:
                                     in_shardings=(self.state_sharding, self.batch_sharding),
                                     out_shardings=self.replicated)
         else:
+            # Checkpoints hold the state as one global replicated array (what Orbax writes on
+            # several hosts; a host-local copy is refused there).
+            self.state_sharding = jax.tree_util.tree_map(lambda _: self.replicated,
+                                                         abstract_state)
             local_mesh = Mesh(np.asarray(jax.local_devices()), ("local",))
             self._pmap_batch_sharding = NamedSharding(local_mesh, P("local"))
             kw = {"collectives": Collectives(axis_name=AXIS)}
@@ -147,17 +188,21 @@ class DataParallel:
         """Host or single-device state -> the layout the step expects."""
         if self.mode == "jit":
             return jax.device_put(state, self.state_sharding)
-        return flax.jax_utils.replicate(state)
+        # One copy per local device; a restored state is global, so take this host's copy.
+        return flax.jax_utils.replicate(jax.tree_util.tree_map(
+            lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, state))
 
     def get_state(self, state):
-        """The state as the checkpoint holds it: one copy, unreplicated."""
+        """The state as the checkpoint holds it: one copy (pmap: global, replicated)."""
         if self.mode == "jit":
             return state
-        return jax.tree_util.tree_map(lambda x: x[0], state)
+        return jax.tree_util.tree_map(
+            lambda x: jax.make_array_from_single_device_arrays(
+                x.shape[1:], self.replicated, [s.data[0] for s in x.addressable_shards]), state)
 
     def shardings_for_restore(self):
-        """Target shardings for Orbax restore (jit), or None to restore on one device."""
-        return self.state_sharding if self.mode == "jit" else None
+        """Target shardings for Orbax restore."""
+        return self.state_sharding
 
     # --- batches and metrics ---------------------------------------------------------------
     def put_batch(self, host_batch: dict) -> Any:

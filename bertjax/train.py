@@ -224,7 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
 
     # --- Checks and setup, before any compile or data preparation.
     if config.parallel.distributed:
-        jax.distributed.initialize()
+        parallel.initialize_distributed()
     model_cfg = check_config(config)
     all_phases = phases(config)
     workdir = epath.Path(workdir)
@@ -238,7 +238,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     try:
         if is_main:
             workdir_lib.save_config(workdir, config)
-        prepared = pretraining.prepare_if_needed(config.data, str(workdir), tokenizer=tok)
+            prepared = pretraining.prepare_if_needed(config.data, str(workdir), tokenizer=tok)
+        # Process 0 prepares (the default prepared_dir is shared through the workdir); the
+        # others then find it prepared, or prepare their own when data.prepared_dir is local.
+        parallel.barrier("prepared")
+        if not is_main:
+            prepared = pretraining.prepare_if_needed(config.data, str(workdir), tokenizer=tok)
         return _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main)
     finally:
         ckpts.close()
@@ -290,8 +295,8 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
             config.data, prepared, split=split, global_batch_size=config.train.batch_size,
             seed=config.seed + 1000 * phase.index + seed_offset,
             process_index=jax.process_index(), process_count=jax.process_count(),
-            max_seq_len=phase.seq_len, max_predictions_per_seq=phase.max_predictions,
-            tokenizer=tok)
+            shards=config.data.shards, max_seq_len=phase.seq_len,
+            max_predictions_per_seq=phase.max_predictions, tokenizer=tok)
 
     def device_batches(it, phase_index):
         def put(b):
@@ -353,7 +358,7 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                 bar.update(1)
                 ckpts.check(step)  # a failed background save stops the run here
 
-                preempt = stop.flag  # read once: the signal can arrive at any moment
+                preempt = stop.reached(step)  # read once: the signal can come at any moment
                 log_now = step % config.train.log_every == 0 or step == config.train.steps
                 ckpt_now = (step % config.train.checkpoint_every == 0 or step == config.train.steps
                             or preempt)

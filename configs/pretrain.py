@@ -38,6 +38,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.whole_word_mask = False
     c.data.docs_per_group = 64         # shuffled documents pooled for NotNext partners and row shuffling
     c.data.num_workers = 0             # grain worker processes per host (0 = in-process)
+    c.data.shards = 0                  # document shards (0 = one per process); a fixed N gives
+                                       # the same global batches on any process count dividing N
     c.data.prefetch = 2                # batches prefetched to devices
 
     # --- Optimisation.

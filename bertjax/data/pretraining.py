@@ -333,8 +333,10 @@ def prepare_if_needed(data_config, workdir: str | os.PathLike, *, tokenizer=None
     """Prepares data_config.corpus into data_config.prepared_dir (or <workdir>/prepared) unless a
     matching preparation is there; returns that directory.
 
-    On several hosts, give each a local prepared_dir or prepare once beforehand with
-    scripts/prepare_pretraining_data.py: hosts must not write the same directory concurrently.
+    Processes must not write the same directory concurrently: train_and_evaluate calls this on
+    process 0 first and on the others after a barrier (they then find it prepared, or prepare
+    a host-local prepared_dir). For a large corpus prepare once beforehand with
+    scripts/prepare_pretraining_data.py.
     `tokenizer`: the loaded data_config.tokenizer, when the caller has it already.
     """
     prepared = data_config.prepared_dir or os.path.join(os.fspath(workdir), "prepared")
@@ -389,6 +391,10 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
             "document). Add documents, raise eval_fraction, or set data.nsp=False.")
 
     seed = EVAL_SEED if split == "eval" else seed
+    if process_index:
+        # Every shard its own random stream: with one seed, all hosts would draw the same
+        # pairing choices and the same masking keys for their (different) rows.
+        seed = int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0] >> 1)
     per_host = global_batch_size // process_count
     ds = grain.MapDataset.range(process_index, n_docs, process_count)  # disjoint host shards
     ds = ds.shuffle(seed=seed).repeat()  # a new order every epoch
@@ -408,10 +414,16 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
 
 def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "train",
                   global_batch_size: int, seed: int, process_index: int = 0,
-                  process_count: int = 1, max_seq_len: int | None = None,
+                  process_count: int = 1, shards: int = 0, max_seq_len: int | None = None,
                   max_predictions_per_seq: int | None = None,
                   tokenizer=None) -> grain.DatasetIterator:
     """An endless iterator of this host's batches (global_batch_size // process_count rows).
+
+    The documents are split into `shards` disjoint shards (0: one per process), each with its
+    own stream of global_batch_size // shards rows per batch; a process reads its consecutive
+    block of shards and concatenates their rows. The global batch depends on the shard count,
+    not on the number of processes: one process with shards=N reads exactly the global batches
+    of N processes.
 
     Batches are dicts of numpy arrays: input_ids, segment_ids, input_mask [b, max_seq_len]
     (int32), masked_positions, masked_ids (int32) and masked_weights (float32)
@@ -420,10 +432,22 @@ def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "tra
     Orbax saves it with grain.checkpoint.CheckpointSave / CheckpointRestore.
     `tokenizer`: the loaded data_config.tokenizer, when the caller has it already.
     """
-    return iter(make_dataset(data_config, prepared, split=split,
+    shards = shards or process_count
+    if shards % process_count:
+        raise ValueError(f"data.shards={shards}: expected a multiple of the {process_count} "
+                         "processes (or 0: one shard per process)")
+    if shards != process_count and global_batch_size % shards:
+        raise ValueError(f"train.batch_size={global_batch_size} is not divisible by "
+                         f"data.shards={shards}")
+    per_process = shards // process_count
+    datasets = [make_dataset(data_config, prepared, split=split,
                              global_batch_size=global_batch_size, seed=seed,
-                             process_index=process_index, process_count=process_count,
-                             max_seq_len=max_seq_len,
+                             process_index=s, process_count=shards, max_seq_len=max_seq_len,
                              max_predictions_per_seq=max_predictions_per_seq,
-                             tokenizer=tokenizer))
+                             tokenizer=tokenizer)
+                for s in range(process_index * per_process, (process_index + 1) * per_process)]
+    if len(datasets) == 1:
+        return iter(datasets[0])
+    return iter(grain.experimental.ZipIterDataset(datasets).map(
+        lambda parts: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}))
 

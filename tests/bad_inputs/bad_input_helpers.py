@@ -1,4 +1,4 @@
-"""Helpers of the bad-input catalogue (one test per row of docs_bad_inputs.md).
+"""Helpers of the bad-input catalogue (one test per row of the README's "What bad input gets").
 
 Most rows are checked at the library level (fast); a few run an entry point as the user does, as a
 subprocess, and check the one-line `error: ...` and exit code 1 of bertjax.cli.run."""

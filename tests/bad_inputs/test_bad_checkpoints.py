@@ -11,6 +11,7 @@ import pytest
 from bad_input_helpers import checksums
 
 from bertjax import checkpoint, train
+from bertjax import workdir as workdir_lib
 from bertjax.convert import hf
 from bertjax.data import tokenizer
 from bertjax.glue import pretrained, transfer
@@ -63,7 +64,8 @@ def test_resuming_with_another_model_size_is_refused_and_nothing_changes(tmp_pat
                                          r"\(model.hidden_size: 128 -> 256; model.intermediate_size"
                                          r": 512 -> 1024; .*model.size: 'tiny' -> 'mini'; .*\)"
                                          r". Use a new --workdir, .*nothing was overwritten"):
-        train.check_workdir(train.epath.Path(workdir), pretrain.get_config("mini"))
+        workdir_lib.check_same_experiment(workdir, pretrain.get_config("mini"),
+                                          train._RESUME_MUST_MATCH)
     assert checksums(workdir) == before
 
 

@@ -6,12 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 from glue_fixtures import SIZES, write_keyword_task, write_task
 
 from bertjax import checkpoint
 from bertjax.data import tokenizer
 from bertjax import metrics as metrics_lib, optim
-from bertjax.glue import data, finetune, grid, pretrained, report, tasks, transfer
+from bertjax.glue import data, finetune, grid, pretrained, report, tasks
 from bertjax.models import bert
 
 
@@ -135,7 +136,7 @@ def test_init_from_checkpoint_uses_its_encoder_and_checks_the_tokenizer(
     tuner = finetune.FineTuner(config, init, inputs, 16)
     state = tuner.create_state(seed=3, lr=1e-3)
     got = jax.device_get(state.params)
-    for k, v in transfer.flatten(params["bert"]).items():
+    for k, v in traverse_util.flatten_dict(params["bert"], sep="/").items():
         np.testing.assert_array_equal(got["bert/" + k], v)  # bit for bit
     assert got["classifier/kernel"].shape == (cfg.hidden_size, 2)
     assert float(optim.peak_learning_rate(state.opt_state)) == np.float32(1e-3)

@@ -96,7 +96,8 @@ def _steps(micro, glue_dir, glue_tokenizer, mode, n=3, **overrides):
     for _ in range(n):  # one batch shape: one compile
         state, _ = tuner.dp.step(state, b)
     after = jax.device_get(transfer.merge_params(state.params, state.frozen))
-    return transfer.flatten(before), transfer.flatten(after), tuner, state, b
+    return (traverse_util.flatten_dict(before, sep="/"),
+            traverse_util.flatten_dict(after, sep="/"), tuner, state, b)
 
 
 def test_feature_mode_leaves_the_encoder_bit_identical_and_skips_its_backward(

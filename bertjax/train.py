@@ -59,12 +59,16 @@ def _loss_sums(params, batch, dropout_rng, *, model, use_nsp: bool, deterministi
                gather_params: Callable | None = None):
     if gather_params is not None:  # FSDP: sharded storage -> the layout the model runs in
         params = gather_params(params)
+    packing = {k: batch[k] for k in ("position_ids", "sequence_ids", "cls_positions")
+               if k in batch}  # packed rows (bertjax.data.pretraining.MODEL_PACKING_KEYS)
     mlm_logits, nsp_logits = model.apply(
         {"params": params}, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
-        batch["masked_positions"], deterministic=deterministic, rngs={"dropout": dropout_rng})
+        batch["masked_positions"], deterministic=deterministic, rngs={"dropout": dropout_rng},
+        packing=packing or None)
     m = losses.mlm_metrics(mlm_logits, batch["masked_ids"], batch["masked_weights"])
-    n = losses.nsp_metrics(nsp_logits, batch["nsp_label"])
+    n = losses.nsp_metrics(nsp_logits, batch["nsp_label"], batch.get("nsp_weights"))
     sums = {k: m[k] for k in ("mlm_loss_sum", "mlm_correct", "mlm_count")}
+    sums["real_token_count"] = jnp.sum(batch["input_mask"].astype(jnp.float32))
     if use_nsp:
         sums.update({k: n[k] for k in ("nsp_loss_sum", "nsp_correct", "nsp_count")})
     return sums
@@ -87,7 +91,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
     if axis_name:
         dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
     mlm_total = _psum(jnp.sum(batch["masked_weights"].astype(jnp.float32)), axis_name)
-    nsp_total = _psum(jnp.float32(batch["nsp_label"].shape[0]), axis_name)
+    nsp_total = _psum(jnp.sum(batch["nsp_weights"]) if "nsp_weights" in batch  # packed pairs
+                      else jnp.float32(batch["nsp_label"].shape[0]), axis_name)
 
     def objective(params, micro, rng):
         sums = _loss_sums(params, micro, rng, model=model, use_nsp=use_nsp, deterministic=False,
@@ -509,6 +514,13 @@ def _train_log(host: list, steps_timed: int, seconds: float, config, seq_len: in
         flops = metrics_lib.pretraining_flops_per_sequence(model_cfg, seq_len, preds) * seq_s
         out.update(step_time_s=step_s, seq_per_s=seq_s, tokens_per_s=seq_s * seq_len,
                    mfu=(flops / (peak * jax.device_count())) if peak else None)
+        # Padding costs FLOPs but is no work: the same figures over real tokens only (the
+        # counters cover every logged step; the timing only the steps after compilation).
+        n = len(host)
+        out.update(metrics_lib.real_token_figures(
+            model_cfg, seq_len=seq_len, rows=n * config.train.batch_size, seconds=n * step_s,
+            real_tokens=total["real_token_count"], predictions=total["mlm_count"],
+            pairs=total.get("nsp_count", 0.0), peak=peak, devices=jax.device_count()))
     return out
 
 

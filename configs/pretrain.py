@@ -36,6 +36,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.random_token_prob = 0.1     # ... by a random non-special token; the rest stay unchanged
     c.data.max_predictions_per_seq = 20
     c.data.whole_word_mask = False
+    # Sequence packing (off: the original recipe stays the reference). 'sequences': several
+    # complete sequences per row, kept apart (NSP pairs, or MLM-only document pieces);
+    # 'full_sentences': MLM-only rows of consecutive text across documents (RoBERTa).
+    c.data.packing = "none"
+    c.data.max_sequences_per_row = 16  # packed sequences per row ('sequences'): static shapes
     c.data.docs_per_group = 64         # shuffled documents pooled for NotNext partners and row shuffling
     c.data.num_workers = 0             # grain worker processes per host (0 = in-process)
     c.data.prefetch = 2                # batches prefetched to devices

@@ -29,7 +29,7 @@ from etils import epath
 
 from bertjax import checkpoint as ckpt_lib
 from bertjax import losses, metrics as metrics_lib, optim, parallel
-from bertjax.models import bert
+from bertjax.models import attention, bert
 
 log = logging.getLogger("bertjax.train")
 
@@ -157,7 +157,8 @@ def summarize(sums: dict) -> dict:
 _RESUME_MUST_MATCH = ("model", "data.corpus", "data.corpus_format", "data.max_seq_len",
                       "data.nsp", "data.mask_rate", "data.mask_token_prob",
                       "data.random_token_prob", "data.max_predictions_per_seq",
-                      "data.whole_word_mask", "data.short_seq_prob", "optim",
+                      "data.whole_word_mask", "data.short_seq_prob", "data.packing",
+                      "data.max_sequences_per_row", "optim",
                       "train.batch_size", "train.grad_accum_steps", "seed")
 
 
@@ -183,6 +184,8 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
     if config.parallel.fsdp and config.parallel.mode != "jit":
         raise ValueError("parallel.fsdp=True needs parallel.mode='jit'")
     parallel.check_batch_divisible(t.batch_size, t.grad_accum_steps, config.parallel.mode)
+    if config.data.get("packing", "none") == "sequences":
+        attention.check_packing(model_cfg.attention_impl)
     for seq in _phase_shapes(config):
         if seq[0] > model_cfg.max_position_embeddings:
             raise ValueError(f"sequence length {seq[0]} exceeds model.max_position_embeddings="

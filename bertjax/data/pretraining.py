@@ -100,15 +100,16 @@ def create_instances(docs: Sequence[dict], doc_ids: Sequence[int], rng: np.rando
               for k, d in enumerate(docs)]
     rows: list[tuple[int, int, int, int, int]] = []  # (a0, la, b0, lb, random_next), flat offsets
     if opts.packing == "full_sentences":
-        flat = _full_sentences(docs, offsets, opts, rows)
-    for k in range(len(docs) if opts.packing != "full_sentences" else 0):
-        if opts.nsp:
-            others = [j for j in range(len(docs)) if doc_ids[j] != doc_ids[k]]
-            _pair_document(starts[k], others, starts, r, opts, rows)
-        elif opts.packing == "sequences":
-            _cut_document(offsets[k], offsets[k + 1], r, opts, rows)
-        else:
-            _chunk_document(starts[k], r, opts, rows)
+        flat = _full_sentences(docs, opts, rows)
+    else:
+        for k in range(len(docs)):
+            if opts.nsp:
+                others = [j for j in range(len(docs)) if doc_ids[j] != doc_ids[k]]
+                _pair_document(starts[k], others, starts, r, opts, rows)
+            elif opts.packing == "sequences":
+                _cut_document(offsets[k], offsets[k + 1], r, opts, rows)
+            else:
+                _chunk_document(starts[k], r, opts, rows)
     r.shuffle(rows)
     rows = np.array(rows, np.int64).reshape(-1, 5)
     if opts.packing == "sequences":
@@ -200,7 +201,7 @@ def _chunk_document(starts, r, opts, rows) -> None:
             rows.append((a0, min(target, end - a0), 0, 0, 0))
 
 
-def _full_sentences(docs, offsets, opts, rows) -> np.ndarray:
+def _full_sentences(docs, opts, rows) -> np.ndarray:
     """RoBERTa's FULL-SENTENCES: the documents as one stream with [SEP] between them, cut into
     rows of max_seq_len - 2 tokens ([CLS] and a final [SEP] added by _assemble); only the
     group's last row is short. Returns the stream that the rows index."""

@@ -43,20 +43,39 @@ def peak_flops(device=None) -> float | None:
     return best[1] if best else None
 
 
-def pretraining_flops_per_sequence(model_cfg, seq_len: int, max_predictions: int) -> float:
-    """Training FLOPs (forward + backward = 3x forward) for one sequence.
+def pretraining_flops_per_sequence(model_cfg, seq_len: int, max_predictions: float, *,
+                                   tokens: float | None = None, pairs: float = 1.0) -> float:
+    """Training FLOPs (forward + backward = 3x forward) for one row of seq_len tokens.
 
     Per token: 6 x (matmul parameters of the encoder layers) plus the attention term
     12 x layers x seq_len x hidden (QK^T and AV). The MLM head is counted only at the
     predicted positions: 6 x (H^2 transform + H x V output projection) per prediction.
-    Pooler + NSP: 6 x (H^2 + 2H) per sequence. Embedding lookups are not FLOPs.
+    Pooler + NSP: 6 x (H^2 + 2H) per pair. Embedding lookups are not FLOPs.
+
+    By default every position, prediction slot and one pair count (what the step computes).
+    For the work done on real tokens pass the row's averages: `tokens` real tokens,
+    `max_predictions` real predictions, `pairs` NSP pairs (0 for MLM-only); the attention
+    term keeps seq_len keys per token (the packed sequences' own lengths are not tracked).
     """
     h, ff, layers = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_layers
     layer_params = 4 * h * h + 2 * h * ff
     per_token = 6 * layers * layer_params + 12 * layers * seq_len * h
     mlm = 6 * max_predictions * (h * h + h * model_cfg.vocab_size)
     nsp = 6 * (h * h + 2 * h)
-    return seq_len * per_token + mlm + nsp
+    return (seq_len if tokens is None else tokens) * per_token + mlm + pairs * nsp
+
+
+def real_token_figures(model_cfg, *, seq_len: int, rows: float, seconds: float,
+                       real_tokens: float, predictions: float, pairs: float,
+                       peak: float | None, devices: int) -> dict:
+    """Throughput and MFU counting only real tokens, predictions and pairs, over `rows` rows
+    processed in `seconds`: real_tokens_per_s, fill (real / padded tokens) and mfu_real
+    (None without a known peak, e.g. on CPU)."""
+    flops = pretraining_flops_per_sequence(
+        model_cfg, seq_len, predictions / rows, tokens=real_tokens / rows,
+        pairs=pairs / rows) * rows / seconds
+    return {"real_tokens_per_s": real_tokens / seconds, "fill": real_tokens / (rows * seq_len),
+            "mfu_real": flops / (peak * devices) if peak else None}
 
 
 class MetricWriter:

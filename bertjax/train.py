@@ -29,7 +29,7 @@ from bertjax import checkpoint as ckpt_lib
 from bertjax import losses, metrics as metrics_lib, optim, parallel, preemption
 from bertjax import workdir as workdir_lib
 from bertjax.data import prefetch as prefetch_lib
-from bertjax.models import bert
+from bertjax.models import attention, bert
 
 log = logging.getLogger("bertjax.train")
 
@@ -58,12 +58,16 @@ def init_state(rng, model: bert.BertForPreTraining, tx: optax.GradientTransforma
 def _loss_sums(params, batch, dropout_rng, *, model, use_nsp: bool, deterministic: bool,
                collectives: parallel.Collectives):
     params = collectives.params_for_compute(params)  # FSDP: the one place params meet the model
+    packing = {k: batch[k] for k in ("position_ids", "sequence_ids", "cls_positions")
+               if k in batch}  # packed rows (bertjax.data.pretraining.MODEL_PACKING_KEYS)
     mlm_logits, nsp_logits = model.apply(
         {"params": params}, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
-        batch["masked_positions"], deterministic=deterministic, rngs={"dropout": dropout_rng})
+        batch["masked_positions"], deterministic=deterministic, rngs={"dropout": dropout_rng},
+        packing=packing or None)
     m = losses.mlm_metrics(mlm_logits, batch["masked_ids"], batch["masked_weights"])
-    n = losses.nsp_metrics(nsp_logits, batch["nsp_label"])
+    n = losses.nsp_metrics(nsp_logits, batch["nsp_label"], batch.get("nsp_weights"))
     sums = {k: m[k] for k in ("mlm_loss_sum", "mlm_correct", "mlm_count")}
+    sums["real_token_count"] = jnp.sum(batch["input_mask"].astype(jnp.float32))
     if use_nsp:
         sums.update({k: n[k] for k in ("nsp_loss_sum", "nsp_correct", "nsp_count")})
     return sums
@@ -80,7 +84,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
     c = collectives
     dropout_rng = c.per_device_rng(jax.random.fold_in(state.rng, state.step))
     mlm_total = c.sum(jnp.sum(batch["masked_weights"].astype(jnp.float32)))
-    nsp_total = c.sum(jnp.float32(batch["nsp_label"].shape[0]))
+    nsp_total = c.sum(jnp.sum(batch["nsp_weights"]) if "nsp_weights" in batch  # packed pairs
+                      else jnp.float32(batch["nsp_label"].shape[0]))
 
     def objective(params, micro, rng):
         sums = _loss_sums(params, micro, rng, model=model, use_nsp=use_nsp, deterministic=False,
@@ -145,7 +150,8 @@ def summarize(sums: dict) -> dict:
 _RESUME_MUST_MATCH = ("model", "data.corpus", "data.corpus_format", "data.max_seq_len",
                       "data.nsp", "data.mask_rate", "data.mask_token_prob",
                       "data.random_token_prob", "data.max_predictions_per_seq",
-                      "data.whole_word_mask", "data.short_seq_prob", "optim",
+                      "data.whole_word_mask", "data.short_seq_prob", "data.packing",
+                      "data.max_sequences_per_row", "optim",
                       "train.batch_size", "train.grad_accum_steps", "seed")
 
 
@@ -185,6 +191,8 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
     if config.parallel.fsdp and config.parallel.mode != "jit":
         raise ValueError("parallel.fsdp=True needs parallel.mode='jit'")
     parallel.check_batch_divisible(t.batch_size, t.grad_accum_steps, config.parallel.mode)
+    if d.packing == "sequences":
+        attention.check_packing(model_cfg.attention_impl)
     for key, p in zip(("data.max_seq_len", "train.phase2_max_seq_len"), phases(config)):
         if p.seq_len > model_cfg.max_position_embeddings:
             raise ValueError(f"{key}={p.seq_len}: sequence length {p.seq_len} exceeds "
@@ -195,16 +203,19 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
     # here as well so that a bad value fails before the corpus is prepared.
     corpus_lib.check_format(d.corpus_format)
     prepare.check_eval_fraction(d.eval_fraction)
-    pretraining.PairingOptions(max_seq_len=d.max_seq_len, short_seq_prob=d.short_seq_prob,
-                               nsp=d.nsp)
-    pretraining.MaskingOptions(mask_rate=d.mask_rate, mask_token_prob=d.mask_token_prob,
-                               random_token_prob=d.random_token_prob,
-                               max_predictions=d.max_predictions_per_seq,
-                               whole_word=d.whole_word_mask)
     if t.phase2_start >= 0:
         for key, low in (("phase2_max_seq_len", 8), ("phase2_max_predictions_per_seq", 1)):
             if t[key] < low:
                 raise ValueError(f"train.{key}={t[key]}: expected at least {low}")
+    for p in phases(config):
+        pairing = pretraining.PairingOptions(
+            max_seq_len=p.seq_len, short_seq_prob=d.short_seq_prob, nsp=d.nsp,
+            packing=d.packing, max_sequences_per_row=d.max_sequences_per_row)
+        masking = pretraining.MaskingOptions(
+            mask_rate=d.mask_rate, mask_token_prob=d.mask_token_prob,
+            random_token_prob=d.random_token_prob, max_predictions=p.max_predictions,
+            whole_word=d.whole_word_mask)
+        pretraining.check_prediction_budget(pairing, masking)
     return model_cfg
 
 
@@ -418,6 +429,13 @@ def _train_log(host: list, steps_timed: int, seconds: float, config, phase: Phas
             model_cfg, phase.seq_len, phase.max_predictions) * seq_s
         out.update(step_time_s=step_s, seq_per_s=seq_s, tokens_per_s=seq_s * phase.seq_len,
                    mfu=(flops / (peak * jax.device_count())) if peak else None)
+        # Padding costs FLOPs but is no work: the same figures over real tokens only (the
+        # counters cover every logged step; the timing only the steps after compilation).
+        n = len(host)
+        out.update(metrics_lib.real_token_figures(
+            model_cfg, seq_len=phase.seq_len, rows=n * config.train.batch_size, seconds=n * step_s,
+            real_tokens=total["real_token_count"], predictions=total["mlm_count"],
+            pairs=total.get("nsp_count", 0.0), peak=peak, devices=jax.device_count()))
     return out
 
 

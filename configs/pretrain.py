@@ -1,7 +1,7 @@
 """Pretraining configs: `--config configs/pretrain.py:<variant>`.
 
 Variants: a model size (tiny, mini, small, medium, base, large), optionally followed by
-comma-separated presets, e.g. `base,gpu` or `large,bert_recipe,tpu`. `tiny` alone is the
+comma-separated presets, e.g. `base,gpu` or `large,bert_recipe,tpu,packed`. `tiny` alone is the
 CPU smoke/demo run on the built-in default corpus.
 
 Every field can be overridden on the command line: `--config.train.batch_size=64`.
@@ -36,6 +36,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.random_token_prob = 0.1     # ... by a random non-special token; the rest stay unchanged
     c.data.max_predictions_per_seq = 20
     c.data.whole_word_mask = False
+    # Sequence packing (off: the original recipe stays the reference). 'sequences': several
+    # complete sequences per row, kept apart (NSP pairs, or MLM-only document pieces);
+    # 'full_sentences': MLM-only rows of consecutive text across documents (RoBERTa).
+    c.data.packing = "none"
+    c.data.max_sequences_per_row = 16  # packed sequences per row ('sequences'): static shapes
     c.data.docs_per_group = 64         # shuffled documents pooled for NotNext partners and row shuffling
     c.data.num_workers = 0             # grain worker processes per host (0 = in-process)
     c.data.shards = 0                  # document shards (0 = one per process); a fixed N gives
@@ -79,6 +84,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
     for p in presets:
         _apply_preset(c, p)
+    if "packed" in presets and c.model.attention_impl == "cudnn":
+        # cuDNN's fused attention takes no packed rows (bertjax/models/attention.py), in
+        # whichever order `gpu` and `packed` were given.
+        c.model.attention_impl = "xla"
     if size == "tiny" and not presets:
         _apply_preset(c, "cpu_demo")
     return c
@@ -120,10 +129,14 @@ def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
         c.model.position_embedding = "learned"
     elif name == "no_nsp":
         c.data.nsp = False
+    elif name == "packed":
+        # Several whole sequences per row (NSP pairs, or MLM-only document pieces), almost
+        # no padding (see get_config for the attention implementation).
+        c.data.packing = "sequences"
     else:
         raise ValueError(
             f"Unknown preset {name!r} in configs/pretrain.py; expected one of "
-            "cpu_demo, gpu, tpu, bert_recipe, position_learned, no_nsp")
+            "cpu_demo, gpu, tpu, bert_recipe, position_learned, no_nsp, packed")
 
 
 def get_sweep(name: str) -> list[dict]:

@@ -29,6 +29,11 @@ _BATCH = flags.DEFINE_integer("batch", 32, "Global batch size.")
 _SEQ = flags.DEFINE_integer("seq", 128, "Sequence length.")
 _PREDS = flags.DEFINE_integer("predictions", 20, "Masked predictions per sequence.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps (after 2 warm-up steps).")
+_FILL = flags.DEFINE_float("fill", 1.0, "Share of each row that is real tokens (the rest is "
+                           "padding), e.g. the `fill` scripts/benchmark_data.py measures.")
+_PACKED = flags.DEFINE_integer("packed", 0, "Sequences per row: >0 builds packed rows "
+                               "(sequence_ids, position_ids, one NSP pair per sequence), as "
+                               "data.packing='sequences' makes them; 0 = unpacked rows.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats; the best is reported.")
 _PEER = flags.DEFINE_string("peer_python", "", "Python of a venv with transformers==4.47.1 "
                             "(see ../shared/bench/README.md) to run the peer benchmark.")
@@ -37,7 +42,33 @@ _PEER_SCRIPT = flags.DEFINE_string(
                                 "peer_hf_flax_bench.py"), "Peer benchmark script.")
 
 
-def bench(config, batch, seq, preds, steps):
+def synthetic_batch(rng, vocab_size, batch, seq, preds, fill=1.0, packed=0):
+    """Random tokens; each row's first round(fill * seq) positions real, split into `packed`
+    sequences when packed > 0 (positions restarting, one [CLS]/NSP pair each)."""
+    import numpy as np
+    real = max(1, min(seq, round(fill * seq)))
+    mask = np.zeros((batch, seq), np.int32)
+    mask[:, :real] = 1
+    host = dict(
+        input_ids=rng.integers(5, vocab_size, (batch, seq), dtype=np.int32) * mask,
+        segment_ids=np.zeros((batch, seq), np.int32), input_mask=mask,
+        masked_positions=np.sort(rng.choice(real, (batch, preds)), axis=1).astype(np.int32),
+        masked_ids=rng.integers(5, vocab_size, (batch, preds), dtype=np.int32),
+        masked_weights=np.ones((batch, preds), np.float32),
+        nsp_label=rng.integers(0, 2, batch, dtype=np.int32))
+    if packed > 0:
+        starts = np.linspace(0, real, packed + 1).astype(np.int64)[:-1]
+        seq_ids = (np.searchsorted(starts, np.arange(seq), side="right") * mask[0])
+        pos = np.arange(seq) - starts[np.maximum(seq_ids - 1, 0)]
+        host.update(sequence_ids=np.tile(seq_ids.astype(np.int32), (batch, 1)),
+                    position_ids=np.tile((pos * mask[0]).astype(np.int32), (batch, 1)),
+                    cls_positions=np.tile(starts.astype(np.int32), (batch, 1)),
+                    nsp_label=rng.integers(0, 2, (batch, packed), dtype=np.int32),
+                    nsp_weights=np.ones((batch, packed), np.float32))
+    return host
+
+
+def bench(config, batch, seq, preds, steps, fill=1.0, packed=0):
     """Compiles the step; returns (time_once, result): time_once() times `steps` steps."""
     import jax
     import numpy as np
@@ -57,14 +88,8 @@ def bench(config, batch, seq, preds, steps):
                           grad_accum=config.train.grad_accum_steps, use_nsp=True),
         abstract, fsdp=config.parallel.fsdp)
     state = dp.put_state(jax.jit(init)(jax.random.PRNGKey(0)))
-    rng = np.random.default_rng(0)
-    host = dict(
-        input_ids=rng.integers(5, model_cfg.vocab_size, (batch, seq), dtype=np.int32),
-        segment_ids=np.zeros((batch, seq), np.int32), input_mask=np.ones((batch, seq), np.int32),
-        masked_positions=np.sort(rng.choice(seq, (batch, preds)), axis=1).astype(np.int32),
-        masked_ids=rng.integers(5, model_cfg.vocab_size, (batch, preds), dtype=np.int32),
-        masked_weights=np.ones((batch, preds), np.float32),
-        nsp_label=rng.integers(0, 2, batch, dtype=np.int32))
+    host = synthetic_batch(np.random.default_rng(0), model_cfg.vocab_size, batch, seq, preds,
+                           fill, packed)
     b = dp.put_batch(host)
     t0 = time.perf_counter()
     state, out = dp.step(state, b)
@@ -87,6 +112,12 @@ def bench(config, batch, seq, preds, steps):
         step_s = min(times)
         flops = metrics.pretraining_flops_per_sequence(model_cfg, seq, preds) * batch / step_s
         peak = metrics.peak_flops()
+        real = metrics.real_token_figures(
+            model_cfg, seq_len=seq, rows=batch, seconds=step_s,
+            real_tokens=float(host["input_mask"].sum()),
+            predictions=float(host["masked_weights"].sum()),
+            pairs=float(host["nsp_weights"].sum()) if packed else batch, peak=peak,
+            devices=jax.device_count())
         return {
             "impl": "bertjax", "size": model_cfg.size, "mode": dp.mode,
             "dtype": model_cfg.dtype, "attention_impl": model_cfg.attention_impl,
@@ -96,6 +127,7 @@ def bench(config, batch, seq, preds, steps):
             "seq_per_s": batch / step_s, "tokens_per_s": batch * seq / step_s,
             "model_tflops_per_s": flops / 1e12,
             "mfu": flops / (peak * jax.device_count()) if peak else None,
+            "packed_sequences_per_row": packed, **real,
             "final_metrics": train.summarize(dp.metrics_to_host(out)),
         }
 
@@ -115,7 +147,8 @@ def main(argv):
     config = _CONFIG.value
     peer_script = cli.user_path(_PEER_SCRIPT.value)
     with cli.stdout_to_stderr():
-        time_once, result = bench(config, _BATCH.value, _SEQ.value, _PREDS.value, _STEPS.value)
+        time_once, result = bench(config, _BATCH.value, _SEQ.value, _PREDS.value, _STEPS.value,
+                                  _FILL.value, _PACKED.value)
         from bertjax.models import bert
         cfg = bert.BertConfig.from_dict(config.model.to_dict())
         peer_runs = []

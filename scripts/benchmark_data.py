@@ -6,7 +6,8 @@
 
 Measures preparation (text -> tokenized documents) on --small_corpus and --corpus (peak memory
 must not grow with corpus size), then train-time batches (pairing + masking + batching) from
-the prepared --corpus at seq 128 and 512, with one in-process pipeline (per-core figures).
+the prepared --corpus at seq 128 and 512, with one in-process pipeline (per-core figures),
+unpacked and packed (data.packing); `fill` is the share of positions holding real tokens.
 """
 import json
 import os
@@ -52,7 +53,14 @@ def _measure(cfg, work: str, results: dict) -> None:
     # (prepared corpus, seq len, max predictions, config overrides); the small corpus once,
     # to show that the pipeline's memory does not grow with the corpus.
     settings = [("main", 128, 20, {}), ("main", 512, 80, {}),
-                ("main", 128, 20, {"whole_word_mask": True}), ("main", 128, 20, {"nsp": False})]
+                ("main", 128, 20, {"whole_word_mask": True}), ("main", 128, 20, {"nsp": False}),
+                ("main", 512, 80, {"nsp": False})]
+    # Packed (data.packing): fill for NSP and MLM-only at both lengths.
+    for seq, preds in ((128, 20), (512, 80)):
+        settings += [("main", seq, preds, {"packing": "sequences"}),
+                     ("main", seq, preds, {"nsp": False, "packing": "sequences"}),
+                     ("main", seq, preds, {"nsp": False, "packing": "full_sentences"})]
+    settings.append(("main", 512, 80, {"packing": "sequences", "whole_word_mask": True}))
     if _SMALL.value:
         settings.append(("small", 128, 20, {}))
     for name, seq, preds, overrides in settings:

@@ -18,6 +18,27 @@ def test_flops_formula_base_seq128():
     assert 6 * 85e6 * 128 < f < 1.3 * 6 * 85e6 * 128 + 6 * 20 * h * v
 
 
+def test_real_token_figures_count_only_real_tokens_predictions_and_pairs():
+    cfg = bert.BertConfig.from_dict(bert.model_config("base"))
+    padded = metrics.pretraining_flops_per_sequence(cfg, 128, 20)
+    # Full rows, every prediction and one pair per row: the padded figure exactly.
+    full = metrics.real_token_figures(cfg, seq_len=128, rows=10, seconds=2.0,
+                                      real_tokens=1280, predictions=200, pairs=10,
+                                      peak=1e15, devices=1)
+    assert full["fill"] == 1.0 and full["real_tokens_per_s"] == 640.0
+    assert full["mfu_real"] == pytest.approx(padded * 10 / 2.0 / 1e15, rel=1e-12)
+    # Half-empty rows with half the predictions and no NSP (MLM-only).
+    h, v, layers = 768, 30522, 12
+    per_token = 6 * layers * 12 * h * h + 12 * layers * 128 * h
+    half = metrics.real_token_figures(cfg, seq_len=128, rows=10, seconds=2.0, real_tokens=640,
+                                      predictions=100, pairs=0, peak=1e15, devices=2)
+    expected = (64 * per_token + 6 * 10 * (h * h + h * v)) * 10 / 2.0 / 2e15
+    assert half["fill"] == 0.5 and half["mfu_real"] == pytest.approx(expected, rel=1e-12)
+    assert metrics.real_token_figures(cfg, seq_len=128, rows=1, seconds=1.0, real_tokens=1,
+                                      predictions=1, pairs=1, peak=None,
+                                      devices=1)["mfu_real"] is None
+
+
 def test_peak_flops_table():
     dev = lambda kind: types.SimpleNamespace(device_kind=kind)  # noqa: E731
     assert metrics.peak_flops(dev("NVIDIA H100 80GB HBM3")) == 989e12

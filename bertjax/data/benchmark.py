@@ -76,16 +76,23 @@ def _iterate(data_config, prepared: str, max_seq_len: int, max_predictions: int,
                                    max_predictions_per_seq=max_predictions)
     next(it)  # start-up (opening files, first group) is not throughput
     t0, c0 = time.perf_counter(), time.process_time()
-    rows = tokens = 0
+    rows = tokens = sequences = 0
     for _ in range(num_batches):
         b = next(it)
         rows += len(b["input_ids"])
         tokens += int(b["input_mask"].sum())
+        # Packed rows number their sequences; otherwise one sequence per (non-empty) row.
+        sequences += int(b["sequence_ids"].max(axis=1).sum() if "sequence_ids" in b
+                         else (b["input_mask"].sum(axis=1) > 0).sum())
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"max_seq_len": max_seq_len, "batch_size": batch_size, "batches": num_batches,
             "nsp": bool(data_config.nsp), "whole_word_mask": bool(data_config.whole_word_mask),
+            "packing": data_config.get("packing", "none"),
             "seq_per_cpu_s": round(rows / cpu), "seq_per_wall_s": round(rows / wall),
-            "fill": round(tokens / rows / max_seq_len, 3), "peak_rss_mb": _peak_rss_mb()}
+            # fill: real tokens / all positions, the share of the step's compute that is work.
+            "fill": round(tokens / rows / max_seq_len, 4),
+            "real_tokens_per_cpu_s": round(tokens / cpu),
+            "sequences_per_row": round(sequences / rows, 3), "peak_rss_mb": _peak_rss_mb()}
 
 
 def prepare_throughput(corpus: str, tokenizer: str, workers: int, out: str) -> dict:

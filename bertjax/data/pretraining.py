@@ -10,12 +10,27 @@ document with the unused sentences put back, the longer side truncated at a rand
 the NotNext partner drawn from the same group of shuffled documents rather than from the whole
 corpus held in memory. The group's instances are shuffled together, so a batch mixes documents.
 
+Packing (`data.packing`, off by default) fills the padding of those rows, inside the same
+per-group transform and before masking:
+  'sequences'       several complete sequences per row, kept apart: NSP pairs (each with its own
+                    [CLS], segment ids and label) or, MLM-only, pieces of one document each
+                    (RoBERTa's DOC-SENTENCES, with pieces cut at the row length rather than at
+                    sentence ends). The rows carry position_ids (restarting at 0 per sequence)
+                    and sequence_ids (1, 2, ...; 0 = padding) for a block-diagonal attention,
+                    and with NSP cls_positions / nsp_label / nsp_weights [n, max_sequences].
+  'full_sentences'  MLM-only, RoBERTa's FULL-SENTENCES: the group's documents as one stream,
+                    [SEP] between documents, cut into full rows; one sequence per row (text may
+                    cross a document boundary by design), so the rows look unpacked.
+Best-fit decreasing over the group's sequences, at most `max_sequences_per_row` per row, keeps
+the shapes static.
+
 Every random choice comes from Grain's per-element RNG (seed x element index), so the same
 config, seed and step give the same batch, and a restored iterator state continues exactly.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 from typing import Sequence
@@ -31,6 +46,9 @@ EVAL_SEED = 0          # eval batches do not depend on the training seed: compar
 DOCS_PER_GROUP = 64
 BATCH_KEYS = ("input_ids", "segment_ids", "input_mask", "masked_positions", "masked_ids",
               "masked_weights", "nsp_label")
+PACKING = ("none", "sequences", "full_sentences")
+# Batch keys of packed rows that the model reads (BertModel's `packing` argument).
+MODEL_PACKING_KEYS = ("position_ids", "sequence_ids", "cls_positions")
 
 
 # --------------------------------------------------------------------------------------------
@@ -43,12 +61,24 @@ class PairingOptions:
     nsp: bool = True
     cls_id: int = tokenizer_lib.SPECIAL_IDS[tokenizer_lib.CLS]
     sep_id: int = tokenizer_lib.SPECIAL_IDS[tokenizer_lib.SEP]
+    packing: str = "none"
+    max_sequences_per_row: int = 16
 
     def __post_init__(self):
         if self.max_seq_len < 8:
             raise ValueError(f"data.max_seq_len={self.max_seq_len}: expected at least 8")
         if not 0.0 <= self.short_seq_prob <= 1.0:
             raise ValueError(f"data.short_seq_prob={self.short_seq_prob}: expected a probability")
+        if self.packing not in PACKING:
+            raise ValueError(f"data.packing={self.packing!r}: expected one of {PACKING}")
+        if self.packing == "full_sentences" and self.nsp:
+            raise ValueError(
+                "data.packing='full_sentences' is MLM-only (text runs across document "
+                "boundaries, so there are no sentence pairs): set data.nsp=False, or use "
+                "data.packing='sequences' to pack whole NSP pairs")
+        if self.packing == "sequences" and self.max_sequences_per_row < 1:
+            raise ValueError(f"data.max_sequences_per_row={self.max_sequences_per_row}: "
+                             "expected a positive integer")
 
 
 def create_instances(docs: Sequence[dict], doc_ids: Sequence[int], rng: np.random.Generator,
@@ -57,7 +87,8 @@ def create_instances(docs: Sequence[dict], doc_ids: Sequence[int], rng: np.rando
 
     docs: records with `tokens` and `sentence_lengths`; doc_ids: their indices in the split
     (a NotNext partner must have another index). Returns input_ids, segment_ids, input_mask
-    [n, max_seq_len] and nsp_label [n] (1 = B is random, NotNext), rows shuffled.
+    [n, max_seq_len] and nsp_label [n] (1 = B is random, NotNext), rows shuffled; packed rows
+    have more keys (see the module docstring and pack_rows).
     """
     # Python's Random for the many scalar draws (an order of magnitude cheaper per call than
     # numpy's), seeded from Grain's per-element generator so determinism is unchanged.
@@ -68,14 +99,22 @@ def create_instances(docs: Sequence[dict], doc_ids: Sequence[int], rng: np.rando
     starts = [(offsets[k] + np.concatenate([[0], np.cumsum(d["sentence_lengths"])])).tolist()
               for k, d in enumerate(docs)]
     rows: list[tuple[int, int, int, int, int]] = []  # (a0, la, b0, lb, random_next), flat offsets
-    for k in range(len(docs)):
-        if opts.nsp:
-            others = [j for j in range(len(docs)) if doc_ids[j] != doc_ids[k]]
-            _pair_document(starts[k], others, starts, r, opts, rows)
-        else:
-            _chunk_document(starts[k], r, opts, rows)
+    if opts.packing == "full_sentences":
+        flat = _full_sentences(docs, opts, rows)
+    else:
+        for k in range(len(docs)):
+            if opts.nsp:
+                others = [j for j in range(len(docs)) if doc_ids[j] != doc_ids[k]]
+                _pair_document(starts[k], others, starts, r, opts, rows)
+            elif opts.packing == "sequences":
+                _cut_document(offsets[k], offsets[k + 1], r, opts, rows)
+            else:
+                _chunk_document(starts[k], r, opts, rows)
     r.shuffle(rows)
-    return _assemble(flat, np.array(rows, np.int64).reshape(-1, 5), opts)
+    rows = np.array(rows, np.int64).reshape(-1, 5)
+    if opts.packing == "sequences":
+        return pack_rows(_assemble(flat, rows, opts), r, opts.max_sequences_per_row, opts.nsp)
+    return _assemble(flat, rows, opts)
 
 
 def _pair_document(starts, others, all_starts, r, opts, rows) -> None:
@@ -160,6 +199,91 @@ def _chunk_document(starts, r, opts, rows) -> None:
         begin, end = starts[first], starts[i]
         for a0 in range(begin, end, target):
             rows.append((a0, min(target, end - a0), 0, 0, 0))
+
+
+def _full_sentences(docs, opts, rows) -> np.ndarray:
+    """RoBERTa's FULL-SENTENCES: the documents as one stream with [SEP] between them, cut into
+    rows of max_seq_len - 2 tokens ([CLS] and a final [SEP] added by _assemble); only the
+    group's last row is short. Returns the stream that the rows index."""
+    parts = []
+    for k in range(len(docs)):
+        if k:
+            parts.append(np.array([opts.sep_id], np.int32))
+        parts.append(np.asarray(docs[k]["tokens"], np.int32))
+    flat = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    width = opts.max_seq_len - 2
+    for a0 in range(0, len(flat), width):
+        rows.append((a0, min(width, len(flat) - a0), 0, 0, 0))
+    return flat
+
+
+def _cut_document(begin: int, end: int, r, opts, rows) -> None:
+    """MLM-only pieces for packing: the document cut every `target` tokens (not at sentence
+    ends: a packed row fills its space exactly, and the pieces' tails pack together)."""
+    max_tokens = opts.max_seq_len - 2
+    target = max_tokens
+    if r.random() < opts.short_seq_prob:
+        target = r.randint(2, max_tokens)
+    for a0 in range(begin, end, target):
+        rows.append((a0, min(target, end - a0), 0, 0, 0))
+
+
+def pack_rows(seqs: dict, r: random.Random, max_per_row: int, nsp: bool) -> dict:
+    """Packs single-sequence rows (as _assemble makes them) into as few rows as best-fit
+    decreasing finds, at most max_per_row sequences each; the packed rows are shuffled.
+
+    Returns input_ids, segment_ids, input_mask, position_ids, sequence_ids [n, length]; with
+    nsp, cls_positions, nsp_label (int32) and nsp_weights (float32, 0 = empty slot)
+    [n, max_per_row], else nsp_label [n] zeros. Every sequence keeps its tokens, segment ids
+    and label; positions restart at 0 and sequence ids count 1, 2, ... within a row.
+    """
+    n, length = seqs["input_ids"].shape
+    lengths = seqs["input_mask"].sum(axis=1).tolist()
+    # Bins by remaining space: the best fit is the first non-empty list at or above a length.
+    by_space: list[list[int]] = [[] for _ in range(length + 1)]
+    space, count = [], []
+    row_of, offset_of, slot_of = [0] * n, [0] * n, [0] * n
+    for i in sorted(range(n), key=lambda i: -lengths[i]):  # stable: ties keep shuffled order
+        need = lengths[i]
+        fit = next((s for s in range(need, length + 1) if by_space[s]), None)
+        if fit is None:
+            bin_ = len(space)
+            space.append(length)
+            count.append(0)
+        else:
+            bin_ = by_space[fit].pop()
+        row_of[i], offset_of[i], slot_of[i] = bin_, length - space[bin_], count[bin_]
+        space[bin_] -= need
+        count[bin_] += 1
+        if count[bin_] < max_per_row and space[bin_] > 0:
+            by_space[space[bin_]].append(bin_)
+    n_rows = len(space)
+    perm = list(range(n_rows))
+    r.shuffle(perm)
+    row = np.array(perm, np.int64)[np.array(row_of, np.int64)] if n else np.zeros(0, np.int64)
+    offset, slot = np.array(offset_of, np.int64), np.array(slot_of, np.int64)
+
+    j = np.arange(length)[None, :]
+    real = j < np.array(lengths, np.int64)[:, None]
+    dest = ((row * length + offset)[:, None] + j)[real]  # flat positions in the packed batch
+    out = {}
+    for key, value in (("input_ids", seqs["input_ids"]), ("segment_ids", seqs["segment_ids"]),
+                       ("input_mask", seqs["input_mask"]),
+                       ("position_ids", np.broadcast_to(j, (n, length))),
+                       ("sequence_ids", np.broadcast_to(slot[:, None] + 1, (n, length)))):
+        packed = np.zeros(n_rows * length, np.int32)
+        packed[dest] = value[real]
+        out[key] = packed.reshape(n_rows, length)
+    if nsp:
+        for key, value, dtype in (("cls_positions", offset, np.int32),
+                                  ("nsp_label", seqs["nsp_label"], np.int32),
+                                  ("nsp_weights", np.ones(n), np.float32)):
+            packed = np.zeros((n_rows, max_per_row), dtype)
+            packed[row, slot] = value
+            out[key] = packed
+    else:
+        out["nsp_label"] = np.zeros(n_rows, np.int32)
+    return out
 
 
 def _assemble(flat: np.ndarray, rows: np.ndarray, opts: PairingOptions) -> dict:
@@ -348,6 +472,17 @@ def prepare_if_needed(data_config, workdir: str | os.PathLike, *, tokenizer=None
     return prepared
 
 
+def check_prediction_budget(pairing: PairingOptions, masking: MaskingOptions) -> None:
+    """Packed rows are nearly full, so a budget below the masking rate of a full row would cap
+    most rows and silently lower the rate: the budget must scale with the packed tokens."""
+    need = math.ceil(masking.mask_rate * pairing.max_seq_len - 1e-9)
+    if pairing.packing != "none" and masking.max_predictions < need:
+        raise ValueError(
+            f"data.max_predictions_per_seq={masking.max_predictions} (or the phase's) is below "
+            f"mask_rate x max_seq_len = {masking.mask_rate:g} x {pairing.max_seq_len}; packed "
+            f"rows are nearly full, so the rate would be capped: expected at least {need}")
+
+
 def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global_batch_size: int,
                  seed: int, process_index: int = 0, process_count: int = 1,
                  max_seq_len: int | None = None, max_predictions_per_seq: int | None = None,
@@ -374,7 +509,10 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
     tok = tokenizer_lib.load(data_config.tokenizer) if tokenizer is None else tokenizer
     pairing = PairingOptions(max_seq_len=max_seq_len or data_config.max_seq_len,
                              short_seq_prob=data_config.short_seq_prob, nsp=data_config.nsp,
-                             cls_id=tok.cls_id, sep_id=tok.sep_id)
+                             cls_id=tok.cls_id, sep_id=tok.sep_id,
+                             packing=data_config.get("packing", "none"),
+                             max_sequences_per_row=data_config.get("max_sequences_per_row", 16))
+    check_prediction_budget(pairing, masking)
     builder = prepare_lib.load_builder(prepared)
     prepare_lib.check_compatible(dict(builder.info.metadata or {}), prepared, tokenizer=tok)
     if split not in builder.info.splits:
@@ -427,7 +565,9 @@ def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "tra
 
     Batches are dicts of numpy arrays: input_ids, segment_ids, input_mask [b, max_seq_len]
     (int32), masked_positions, masked_ids (int32) and masked_weights (float32)
-    [b, max_predictions], nsp_label [b] (int32, 1 = NotNext). Eval ignores `seed` (EVAL_SEED).
+    [b, max_predictions], nsp_label [b] (int32, 1 = NotNext). With data.packing='sequences'
+    also position_ids, sequence_ids [b, max_seq_len] and, with NSP, cls_positions, nsp_label,
+    nsp_weights [b, max_sequences_per_row] (see pack_rows). Eval ignores `seed` (EVAL_SEED).
     The iterator is a grain.DatasetIterator: get_state()/set_state() round-trip JSON, and
     Orbax saves it with grain.checkpoint.CheckpointSave / CheckpointRestore.
     `tokenizer`: the loaded data_config.tokenizer, when the caller has it already.

@@ -1,13 +1,23 @@
 """Scaled dot-product attention: an einsum reference path and jax.nn.dot_product_attention.
 
 Shapes follow jax.nn.dot_product_attention: q, k, v are [batch, length, heads, head_dim];
-`key_mask` is [batch, length] (True/1 = a real token, False/0 = padding).
+`key_mask` is [batch, length] (True/1 = a real token, False/0 = padding). Packed rows (several
+sequences in one row, see bertjax/data/pretraining.py) also pass `sequence_ids` [batch, length]
+(1, 2, ... per packed sequence, 0 = padding): a token then attends only to keys of its own
+sequence, so the attention is block-diagonal and sequences never see each other.
 
 Implementations:
   'einsum' - plain einsums, float32 softmax, attention-probability dropout (BERT's recipe).
   'xla'    - jax.nn.dot_product_attention(implementation='xla').
   'cudnn'  - jax.nn.dot_product_attention(implementation='cudnn'): the fused GPU kernel.
 The fused paths have no attention-probability dropout, so they require it to be off.
+
+Packed rows and cuDNN: in jax 0.10.2 the public jax.nn.dot_product_attention(implementation=
+'cudnn') describes padding only by per-row lengths (query_seq_lengths/key_value_seq_lengths,
+one segment per row) or by a dense mask/bias that it adds to the logits; cuDNN's packed
+("segment offsets") layout is reachable only through the private jax._src.cudnn API. A dense
+[batch, 1, length, length] mask through the fused kernel is untested here (no GPU), so packed
+rows with 'cudnn' are refused with a clear error; use 'xla' (or 'einsum') for packed batches.
 """
 from __future__ import annotations
 
@@ -30,9 +40,26 @@ def check_implementation(impl: str, attention_dropout_rate: float) -> None:
             "model.attention_dropout_rate=0.0 or use attention_impl='einsum'")
 
 
-def attention_bias_mask(key_mask: jax.Array) -> jax.Array:
-    """[batch, keys] padding mask -> boolean [batch, 1, 1, keys], broadcastable to logits."""
-    return key_mask.astype(bool)[:, None, None, :]
+def attention_bias_mask(key_mask: jax.Array, sequence_ids: jax.Array | None = None) -> jax.Array:
+    """Boolean mask broadcastable to the [batch, heads, queries, keys] logits.
+
+    Without sequence_ids: the [batch, keys] padding mask as [batch, 1, 1, keys]. With them:
+    [batch, 1, queries, keys], true where query and key belong to the same packed sequence
+    and the key is real (padding has sequence id 0 and attends to nothing real).
+    """
+    if sequence_ids is None:
+        return key_mask.astype(bool)[:, None, None, :]
+    same = sequence_ids[:, :, None] == sequence_ids[:, None, :]
+    return (same & key_mask.astype(bool)[:, None, :])[:, None]
+
+
+def check_packing(impl: str) -> None:
+    if impl == "cudnn":
+        raise ValueError(
+            "attention_impl='cudnn' does not take packed rows (sequence_ids): jax 0.10.2's "
+            "jax.nn.dot_product_attention(implementation='cudnn') describes padding by one "
+            "length per row, not per packed sequence. Set model.attention_impl='xla' with "
+            "data.packing, or data.packing='none' (or 'full_sentences', one sequence per row)")
 
 
 def dot_product_attention(
@@ -41,17 +68,22 @@ def dot_product_attention(
     v: jax.Array,
     key_mask: jax.Array,
     *,
+    sequence_ids: jax.Array | None = None,
     implementation: str = "einsum",
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     deterministic: bool = True,
 ) -> jax.Array:
-    """Multi-head attention over keys where key_mask is true; returns [batch, length, heads, dim]."""
+    """Multi-head attention over keys where key_mask is true (and, for packed rows, of the
+    query's own sequence); returns [batch, length, heads, dim]."""
     use_dropout = dropout_rate > 0.0 and not deterministic
+    mask = attention_bias_mask(key_mask, sequence_ids)
     if implementation == "einsum":
-        return _einsum_attention(q, k, v, key_mask, dropout_rate if use_dropout else 0.0,
+        return _einsum_attention(q, k, v, mask, dropout_rate if use_dropout else 0.0,
                                  dropout_rng)
     check_implementation(implementation, dropout_rate if use_dropout else 0.0)
+    if sequence_ids is not None:
+        check_packing(implementation)
     if implementation == "cudnn":
         # BERT batches are right-padded, so lengths describe the mask exactly and let cuDNN
         # skip padded blocks. A fully padded row gets length 1 (its output is never used).
@@ -60,15 +92,15 @@ def dot_product_attention(
             q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
             implementation="cudnn")
     return jax.nn.dot_product_attention(
-        q, k, v, mask=attention_bias_mask(key_mask), implementation="xla")
+        q, k, v, mask=mask, implementation="xla")
 
 
-def _einsum_attention(q, k, v, key_mask, dropout_rate, dropout_rng):
+def _einsum_attention(q, k, v, mask, dropout_rate, dropout_rng):
     depth = q.shape[-1]
     q = q / jnp.sqrt(depth).astype(q.dtype)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     # where() rather than adding -inf: a fully padded row becomes uniform, never NaN.
-    logits = jnp.where(attention_bias_mask(key_mask), logits, jnp.finfo(jnp.float32).min)
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)
     if dropout_rate > 0.0:
         if dropout_rng is None:

@@ -185,7 +185,9 @@ class Embeddings(nn.Module):
         self.LayerNorm = _layer_norm(c)
         self.dropout = Dropout(c.hidden_dropout_rate)
 
-    def __call__(self, input_ids, segment_ids, deterministic: bool):
+    def __call__(self, input_ids, segment_ids, deterministic: bool, position_ids=None):
+        """position_ids [batch, length] (packed rows: 0, 1, ... restarting at every packed
+        sequence); None means 0 .. length-1 in every row."""
         c = self.config
         length = input_ids.shape[1]
         if length > c.max_position_embeddings:
@@ -194,9 +196,13 @@ class Embeddings(nn.Module):
                 f"{c.max_position_embeddings}")
         x = self.word_embeddings(input_ids)
         if c.position_embedding == "learned":
-            x = x + self.position_embeddings(jnp.arange(length))[None]
+            if position_ids is None:
+                x = x + self.position_embeddings(jnp.arange(length))[None]
+            else:
+                x = x + self.position_embeddings(position_ids)
         else:
-            x = x + jnp.asarray(position_table(c)[:length], x.dtype)[None]
+            table = jnp.asarray(position_table(c)[:length], x.dtype)
+            x = x + (table[None] if position_ids is None else jnp.take(table, position_ids, 0))
         x = x + self.token_type_embeddings(segment_ids)
         return self.dropout(self.LayerNorm(x), deterministic=deterministic)
 
@@ -208,7 +214,7 @@ class SelfAttention(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x, key_mask, deterministic: bool):
+    def __call__(self, x, key_mask, deterministic: bool, sequence_ids=None):
         c = self.config
         b, t, _ = x.shape
         split = lambda y: y.reshape(b, t, c.num_heads, c.head_dim)  # noqa: E731
@@ -217,7 +223,7 @@ class SelfAttention(nn.Module):
         v = split(_dense(c, c.hidden_size, "value")(x))
         use_dropout = c.attention_dropout_rate > 0 and not deterministic
         ctx = attention.dot_product_attention(
-            q, k, v, key_mask, implementation=c.attention_impl,
+            q, k, v, key_mask, sequence_ids=sequence_ids, implementation=c.attention_impl,
             dropout_rate=c.attention_dropout_rate, deterministic=deterministic,
             dropout_rng=self.make_rng("dropout") if use_dropout else None)
         return ctx.reshape(b, t, c.hidden_size)
@@ -228,11 +234,11 @@ class Attention(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x, key_mask, deterministic: bool):
+    def __call__(self, x, key_mask, deterministic: bool, sequence_ids=None):
         c = self.config
         out = _Output(c, name="output")
         h = out.norm(x) if c.pre_layer_norm else x
-        h = SelfAttention(c, name="self")(h, key_mask, deterministic)
+        h = SelfAttention(c, name="self")(h, key_mask, deterministic, sequence_ids)
         return out(h, x, Dropout(c.hidden_dropout_rate), deterministic)
 
 
@@ -260,9 +266,9 @@ class Layer(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x, key_mask):
+    def __call__(self, x, key_mask, sequence_ids=None):
         c = self.config
-        x = Attention(c, name="attention")(x, key_mask, self.deterministic)
+        x = Attention(c, name="attention")(x, key_mask, self.deterministic, sequence_ids)
         out = _Output(c, name="output")
         h = out.norm(x) if c.pre_layer_norm else x
         h = _Intermediate(c, name="intermediate")(h)
@@ -278,8 +284,8 @@ class _Intermediate(nn.Module):
         return _activation(c)(_dense(c, c.intermediate_size, "dense")(h))
 
 
-def _scan_body(layer, x, key_mask):
-    x = layer(x, key_mask)
+def _scan_body(layer, x, key_mask, sequence_ids):
+    x = layer(x, key_mask, sequence_ids)
     return x, x
 
 
@@ -292,18 +298,20 @@ class Encoder(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x, key_mask, deterministic: bool):
+    def __call__(self, x, key_mask, deterministic: bool, sequence_ids=None):
         c = self.config
         if c.scan_layers:
             # Parameters stacked on a leading [num_layers] axis under encoder/layer.
             scan = nn.scan(_scan_body, variable_axes={"params": 0},
                            split_rngs={"params": True, "dropout": True},
-                           in_axes=nn.broadcast, length=c.num_layers)
-            x, per_layer = scan(_layer_class(c)(c, deterministic, name="layer"), x, key_mask)
+                           in_axes=(nn.broadcast, nn.broadcast), length=c.num_layers)
+            x, per_layer = scan(_layer_class(c)(c, deterministic, name="layer"), x, key_mask,
+                                sequence_ids)
         else:
             outs = []
             for i in range(c.num_layers):
-                x = _layer_class(c)(c, deterministic, name=f"layer_{i}")(x, key_mask)
+                x = _layer_class(c)(c, deterministic, name=f"layer_{i}")(x, key_mask,
+                                                                        sequence_ids)
                 outs.append(x)
             per_layer = jnp.stack(outs)
         if c.pre_layer_norm:
@@ -312,18 +320,31 @@ class Encoder(nn.Module):
 
 
 class Pooler(nn.Module):
+    """tanh(dense) of the [CLS] output: position 0 of each row, or, for rows packed with
+    several sequences, the positions in cls_positions [batch, max_sequences] (each packed
+    sequence's own [CLS]) -> [batch, max_sequences, hidden]."""
     config: BertConfig
 
     @nn.compact
-    def __call__(self, sequence_output):
-        return jnp.tanh(_dense(self.config, self.config.hidden_size, "dense")(
-            sequence_output[:, 0]))
+    def __call__(self, sequence_output, cls_positions=None):
+        if cls_positions is None:
+            h = sequence_output[:, 0]
+        else:
+            h = jnp.take_along_axis(sequence_output,
+                                    cls_positions[..., None].astype(jnp.int32), axis=1)
+        return jnp.tanh(_dense(self.config, self.config.hidden_size, "dense")(h))
 
 
 class BertModel(nn.Module):
     """Embeddings + encoder + pooler. Returns (sequence_output, pooled_output), and with
     return_intermediates=True also {'hidden_states': [num_layers + 1, batch, length, hidden]}
-    (the embedding output first), for feature-based transfer and probing."""
+    (the embedding output first), for feature-based transfer and probing.
+
+    Packed rows (several sequences per row) pass `packing`, a dict with position_ids and
+    sequence_ids [batch, length] and optionally cls_positions [batch, max_sequences]: positions
+    restart per sequence, attention stays inside each sequence, and the pooled output is
+    taken at every sequence's [CLS] ([batch, max_sequences, hidden]). Without it the model is
+    the unpacked one, unchanged."""
     config: BertConfig
 
     def setup(self):
@@ -332,11 +353,12 @@ class BertModel(nn.Module):
         self.pooler = Pooler(self.config)
 
     def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True,
-                 return_intermediates: bool = False):
-        x = self.embeddings(input_ids, segment_ids, deterministic)
+                 return_intermediates: bool = False, packing: Mapping | None = None):
+        packing = packing or {}
+        x = self.embeddings(input_ids, segment_ids, deterministic, packing.get("position_ids"))
         emb = x
-        x, per_layer = self.encoder(x, input_mask, deterministic)
-        pooled = self.pooler(x)
+        x, per_layer = self.encoder(x, input_mask, deterministic, packing.get("sequence_ids"))
+        pooled = self.pooler(x, packing.get("cls_positions"))
         if return_intermediates:
             return x, pooled, {"hidden_states": jnp.concatenate([emb[None], per_layer])}
         return x, pooled
@@ -422,14 +444,15 @@ class PreTrainingHeads(nn.Module):
 
 
 class BertForPreTraining(nn.Module):
-    """BERT with MLM and NSP heads. Returns (mlm_logits [B, P, V], nsp_logits [B, 2]), float32."""
+    """BERT with MLM and NSP heads. Returns (mlm_logits [B, P, V], nsp_logits [B, 2]), float32;
+    with `packing` (see BertModel) nsp_logits are [B, max_sequences, 2], one per packed pair."""
     config: BertConfig
 
     @nn.compact
     def __call__(self, input_ids, segment_ids, input_mask, masked_positions,
-                 deterministic: bool = True):
+                 deterministic: bool = True, packing: Mapping | None = None):
         bert = BertModel(self.config, name="bert")
-        seq, pooled = bert(input_ids, segment_ids, input_mask, deterministic)
+        seq, pooled = bert(input_ids, segment_ids, input_mask, deterministic, packing=packing)
         return PreTrainingHeads(self.config, name="cls")(
             seq, pooled, masked_positions, bert.word_embedding_table())
 

@@ -177,7 +177,7 @@ def phase_at(all_phases: list[Phase], step: int) -> Phase:
 
 
 def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
-    from bertjax.data import corpus as corpus_lib, prepare, pretraining
+    from bertjax.data import corpus as corpus_lib, masking as masking_lib, prepare, pretraining
     model_cfg = bert.BertConfig.from_dict(config.model.to_dict())
     optim.check_config(config.optim)
     t, d = config.train, config.data
@@ -211,7 +211,7 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
         pairing = pretraining.PairingOptions(
             max_seq_len=p.seq_len, short_seq_prob=d.short_seq_prob, nsp=d.nsp,
             packing=d.packing, max_sequences_per_row=d.max_sequences_per_row)
-        masking = pretraining.MaskingOptions(
+        masking = masking_lib.MaskingOptions(
             mask_rate=d.mask_rate, mask_token_prob=d.mask_token_prob,
             random_token_prob=d.random_token_prob, max_predictions=p.max_predictions,
             whole_word=d.whole_word_mask)

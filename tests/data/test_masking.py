@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bertjax.data import pretraining
+from bertjax.data import masking
 
 VOCAB_SIZE = 1000
 SPECIALS = (0, 1, 2, 3, 4)
@@ -12,7 +12,7 @@ MASK_ID = 4
 def _vocab(word_start=None):
     if word_start is None:
         word_start = np.ones(VOCAB_SIZE, bool)
-    return pretraining.Vocab(VOCAB_SIZE, MASK_ID, SPECIALS, word_start)
+    return masking.Vocab(VOCAB_SIZE, MASK_ID, SPECIALS, word_start)
 
 
 def _batch(rng, b=1024, length=128, min_len=20):
@@ -46,12 +46,12 @@ def _outcomes(batch, out):
 
 def test_80_10_10_split_and_mask_rate_over_100k_positions():
     rng = np.random.default_rng(0)
-    opts = pretraining.MaskingOptions(mask_rate=0.15, max_predictions=40)
+    opts = masking.MaskingOptions(mask_rate=0.15, max_predictions=40)
     totals = np.zeros(4)
     maskable = 0
     while totals[3] < 100_000:
         batch = _batch(rng)
-        out = pretraining.mask_batch(batch, rng, _vocab(), opts)
+        out = masking.mask_batch(batch, rng, _vocab(), opts)
         totals += _outcomes(batch, out)
         maskable += ((batch["input_mask"] > 0) & ~np.isin(batch["input_ids"], SPECIALS)).sum()
     n = totals[3]
@@ -66,11 +66,11 @@ def test_80_10_10_split_and_mask_rate_over_100k_positions():
 
 def test_rate_holds_for_short_rows_by_stochastic_rounding():
     rng = np.random.default_rng(1)
-    opts = pretraining.MaskingOptions(mask_rate=0.15, max_predictions=20)
+    opts = masking.MaskingOptions(mask_rate=0.15, max_predictions=20)
     n = maskable = 0
     for _ in range(20):
         batch = _batch(rng, length=32, min_len=8)
-        out = pretraining.mask_batch(batch, rng, _vocab(), opts)
+        out = masking.mask_batch(batch, rng, _vocab(), opts)
         n += out["masked_weights"].sum()
         maskable += ((batch["input_mask"] > 0) & ~np.isin(batch["input_ids"], SPECIALS)).sum()
     assert abs(n / maskable - 0.15) < 0.005
@@ -79,10 +79,10 @@ def test_rate_holds_for_short_rows_by_stochastic_rounding():
 
 def test_special_tokens_are_never_masked_and_random_ids_are_ordinary():
     rng = np.random.default_rng(2)
-    opts = pretraining.MaskingOptions(mask_rate=0.5, mask_token_prob=0.0,
+    opts = masking.MaskingOptions(mask_rate=0.5, mask_token_prob=0.0,
                                       random_token_prob=1.0, max_predictions=128)
     batch = _batch(rng, b=256)
-    out = pretraining.mask_batch(batch, rng, _vocab(), opts)
+    out = masking.mask_batch(batch, rng, _vocab(), opts)
     w = out["masked_weights"] > 0
     rows = np.arange(len(w))[:, None]
     assert not np.isin(out["masked_ids"][w], SPECIALS).any()
@@ -99,9 +99,9 @@ def test_special_tokens_are_never_masked_and_random_ids_are_ordinary():
 def test_any_replacement_mix_is_expressible(mix):
     rng = np.random.default_rng(3)
     mask_p, random_p = mix
-    opts = pretraining.MaskingOptions(mask_token_prob=mask_p, random_token_prob=random_p)
+    opts = masking.MaskingOptions(mask_token_prob=mask_p, random_token_prob=random_p)
     batch = _batch(rng, b=512)
-    out = pretraining.mask_batch(batch, rng, _vocab(), opts)
+    out = masking.mask_batch(batch, rng, _vocab(), opts)
     masked, randomised, same, n = _outcomes(batch, out)
     assert randomised == 0
     assert abs(masked / n - mask_p) < 0.02
@@ -110,9 +110,9 @@ def test_any_replacement_mix_is_expressible(mix):
 
 def test_outputs_shapes_sorted_positions_and_cap():
     rng = np.random.default_rng(4)
-    opts = pretraining.MaskingOptions(mask_rate=0.5, max_predictions=7)
+    opts = masking.MaskingOptions(mask_rate=0.5, max_predictions=7)
     batch = _batch(rng, b=64)
-    out = pretraining.mask_batch(batch, rng, _vocab(), opts)
+    out = masking.mask_batch(batch, rng, _vocab(), opts)
     assert out["masked_positions"].shape == (64, 7)
     assert out["masked_weights"].dtype == np.float32
     assert all(out[k].dtype == np.int32 for k in ("input_ids", "masked_positions", "masked_ids"))
@@ -120,7 +120,7 @@ def test_outputs_shapes_sorted_positions_and_cap():
     pos = out["masked_positions"]
     assert (np.diff(pos, axis=1) > 0).all()  # sorted, distinct
     short = _batch(rng, b=64, length=16, min_len=5)
-    out = pretraining.mask_batch(short, rng, _vocab(), pretraining.MaskingOptions())
+    out = masking.mask_batch(short, rng, _vocab(), masking.MaskingOptions())
     w = out["masked_weights"]
     assert (w.sum(1) >= 1).all()
     # Padding slots: position 0, id 0, weight 0, and they trail the real ones.
@@ -132,9 +132,9 @@ def test_whole_word_masking_takes_whole_words_only():
     rng = np.random.default_rng(5)
     word_start = rng.random(VOCAB_SIZE) < 0.4  # ~2.5 pieces per word
     vocab = _vocab(word_start)
-    opts = pretraining.MaskingOptions(mask_rate=0.15, max_predictions=40, whole_word=True)
+    opts = masking.MaskingOptions(mask_rate=0.15, max_predictions=40, whole_word=True)
     batch = _batch(rng, b=256)
-    out = pretraining.mask_batch(batch, rng, vocab, opts)
+    out = masking.mask_batch(batch, rng, vocab, opts)
     ids = batch["input_ids"]
     maskable = (batch["input_mask"] > 0) & ~np.isin(ids, SPECIALS)
     starts = word_start[ids] | ~maskable
@@ -155,8 +155,8 @@ def test_whole_word_masking_takes_whole_words_only():
 
 def test_masking_options_are_checked():
     with pytest.raises(ValueError, match="random_token_prob"):
-        pretraining.MaskingOptions(mask_token_prob=0.8, random_token_prob=0.3)
+        masking.MaskingOptions(mask_token_prob=0.8, random_token_prob=0.3)
     with pytest.raises(ValueError, match="mask_rate"):
-        pretraining.MaskingOptions(mask_rate=0.0)
+        masking.MaskingOptions(mask_rate=0.0)
     with pytest.raises(ValueError, match="max_predictions_per_seq"):
-        pretraining.MaskingOptions(max_predictions=0)
+        masking.MaskingOptions(max_predictions=0)

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from bertjax import parallel, train
-from bertjax.data import pretraining
+from bertjax.data import masking, pretraining
 from bertjax.models import attention, bert
 
 SEQ, MAX_PER_ROW, VOCAB = 64, 4, 1000
@@ -42,9 +42,9 @@ def _packed_batch(nsp: bool, rows: int = 4, seed: int = 0) -> dict:
     keep = np.argsort(-count, kind="stable")[:rows]
     assert count[keep].min() >= 2, "the test needs rows holding several sequences"
     packed = {k: v[keep] for k, v in packed.items()}
-    vocab = pretraining.Vocab(VOCAB, 4, (0, 1, 2, 3, 4), np.ones(VOCAB, bool))
-    return pretraining.mask_batch(packed, rng, vocab,
-                                  pretraining.MaskingOptions(max_predictions=PREDS))
+    vocab = masking.Vocab(VOCAB, 4, (0, 1, 2, 3, 4), np.ones(VOCAB, bool))
+    return masking.mask_batch(packed, rng, vocab,
+                                  masking.MaskingOptions(max_predictions=PREDS))
 
 
 def _unpack(batch: dict, nsp: bool):

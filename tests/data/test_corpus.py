@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bertjax.data import corpus, prepare
+from bertjax.data import corpus, prepare, tfds_corpus
 
 
 def _docs(c, stats=None):
@@ -126,7 +126,7 @@ def tfds_dir(tmp_path_factory):
 
 
 def test_tfds_text_dataset(tfds_dir, monkeypatch):
-    monkeypatch.setattr(corpus.TfdsCorpus, "records_per_unit", 20)
+    monkeypatch.setattr(tfds_corpus.TfdsCorpus, "records_per_unit", 20)
     c = corpus.open_corpus("tfds:local_texts", tfds_data_dir=tfds_dir)
     assert c.num_records == 45 and c.random_access and len(c.units()) == 3
     docs = list(c.documents())

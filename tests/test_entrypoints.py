@@ -197,7 +197,10 @@ def test_benchmark_scripts_print_only_json(user_dir):
     p = run("benchmark_data.py", "--corpus=bench_corpus.txt", "--batches=2", "--batch_size=4",
             "--workers=1", cwd=user_dir)
     data = json.loads(p.stdout)
-    assert data["prepare"] and len(data["batches"]) == 4
+    # 5 unpacked settings, 6 packed (NSP / MLM-only / full sentences at 128 and 512), 1 packed
+    # with whole-word masking.
+    assert data["prepare"] and len(data["batches"]) == 12
+    assert {b["packing"] for b in data["batches"]} == {"none", "sequences", "full_sentences"}
     p = run("benchmark.py", "--config", PRETRAIN, "--batch=8", "--seq=16", "--predictions=2",
             "--steps=1", "--repeats=1", cwd=user_dir)
     result = json.loads(p.stdout)["bertjax"]

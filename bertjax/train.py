@@ -149,6 +149,7 @@ def summarize(sums: dict) -> dict:
 # Config checks (before anything expensive).
 # ----------------------------------------------------------------------------------------------
 # Changing these between runs in one workdir would silently mix two experiments.
+# ("data.nsp" also covers data.nsp_single_sentence: a prefix match.)
 _RESUME_MUST_MATCH = ("model", "data.corpus", "data.corpus_format", "data.max_seq_len",
                       "data.nsp", "data.mask_rate", "data.mask_token_prob",
                       "data.random_token_prob", "data.max_predictions_per_seq",
@@ -191,7 +192,7 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
     corpus_lib.check_format(d.corpus_format)
     prepare.check_eval_fraction(d.eval_fraction)
     pretraining.PairingOptions(max_seq_len=d.max_seq_len, short_seq_prob=d.short_seq_prob,
-                               nsp=d.nsp)
+                               nsp=d.nsp, single_sentence=d.nsp_single_sentence)
     pretraining.MaskingOptions(mask_rate=d.mask_rate, mask_token_prob=d.mask_token_prob,
                                random_token_prob=d.random_token_prob,
                                max_predictions=d.max_predictions_per_seq,

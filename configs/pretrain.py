@@ -31,6 +31,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.max_seq_len = 128
     c.data.short_seq_prob = 0.1
     c.data.nsp = True                  # False -> MLM-only on contiguous text (RoBERTa-style)
+    # A chunk of one sentence: 'not_next' (BERT: NotNext, random B) | 'split' (IsNext half the
+    # time with A/B cut from that sentence: balanced labels, but a mid-sentence cue for NSP)
+    c.data.nsp_single_sentence = "not_next"
     c.data.mask_rate = 0.15
     c.data.mask_token_prob = 0.8       # of the selected tokens: replaced by [MASK]
     c.data.random_token_prob = 0.1     # ... by a random non-special token; the rest stay unchanged

@@ -53,7 +53,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.01        # not applied to LayerNorm parameters and biases
     c.optim.momentum = 0.9             # sgd momentum
     c.optim.grad_clip_norm = 1.0       # 0 disables
-    c.optim.schedule = "warmup_linear_decay"  # | warmup_cosine_decay | warmup_constant | constant
+    # warmup_linear_decay (decay from the peak after warmup) | bert_linear (BERT's: one linear
+    # decay from step 0, warmup overriding the first steps) | warmup_cosine_decay | warmup_constant
+    # | constant. Every preset here uses warmup_linear_decay unless it says otherwise.
+    c.optim.schedule = "warmup_linear_decay"
     c.optim.warmup_steps = 10_000
 
     # --- Training loop.

@@ -28,7 +28,7 @@ import grain
 from etils import epath
 
 from bertjax import checkpoint as ckpt_lib
-from bertjax import losses, metrics as metrics_lib, optim, parallel
+from bertjax import losses, metrics as metrics_lib, optim, parallel, records
 from bertjax.models import bert
 
 log = logging.getLogger("bertjax.train")
@@ -174,6 +174,9 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
                 "checkpoint_every", "grad_accum_steps"):
         if int(t[key]) < 1:
             raise ValueError(f"train.{key}={t[key]}: expected a positive integer")
+    for key in ("budget_minutes", "budget_flops"):
+        if t[key] < 0:
+            raise ValueError(f"train.{key}={t[key]}: expected >= 0 (0 = no budget)")
     if config.parallel.mode not in parallel.MODES:
         raise ValueError(f"parallel.mode={config.parallel.mode!r}: expected one of "
                          f"{parallel.MODES}")
@@ -329,6 +332,7 @@ class RunResult:
     last_train: dict
     last_eval: dict
     preempted: bool = False
+    budget: dict | None = None  # what train.budget_minutes/budget_flops counted (budget.json)
 
 
 def _make_iterator(config, prepared, split, phase, *, seed_offset=0):
@@ -438,11 +442,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     window_start, window_steps, compile_s = None, 0, None
     last_good = latest
     preempted = False
+    budget_path = workdir / "budget.json"
+    used = (json.loads(budget_path.read_text()) if budget_path.exists()
+            else {"minutes": 0.0, "flops": 0.0})
+    minutes_before, loop_start = used["minutes"], time.perf_counter()
+
+    def budget_spent() -> bool:
+        b_min, b_flops = config.train.budget_minutes, config.train.budget_flops
+        return bool((b_min and used["minutes"] >= b_min) or (b_flops and used["flops"] >= b_flops))
     bar = tqdm(total=config.train.steps, initial=step, disable=not is_main, unit="step",
                dynamic_ncols=True)
     try:
         with _Preempted() as stop:
-            while step < config.train.steps:
+            while step < config.train.steps and not budget_spent():
                 if _phase(config, step) != phase:  # BERT recipe: switch to long sequences
                     phase = _phase(config, step)
                     batches.close()
@@ -456,6 +468,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
                 step += 1
                 it_state = _IteratorState(*tag)
                 pending.append(out)
+                seq_len, preds = _phase_shapes(config)[phase]
+                used["flops"] += (config.train.batch_size * metrics_lib
+                                  .pretraining_flops_per_sequence(model_cfg, seq_len, preds))
+                used["minutes"] = minutes_before + (time.perf_counter() - loop_start) / 60
+                over = budget_spent()
                 if compile_s is None:  # the first step compiles: time it apart from the rest
                     jax.block_until_ready(out)
                     compile_s = time.perf_counter() - t0
@@ -466,9 +483,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
                 bar.update(1)
 
                 preempt = stop.flag  # read once: the signal can arrive at any moment
-                log_now = step % config.train.log_every == 0 or step == config.train.steps
+                log_now = step % config.train.log_every == 0 or step == config.train.steps or over
                 ckpt_now = (step % config.train.checkpoint_every == 0 or step == config.train.steps
-                            or preempt)
+                            or preempt or over)
                 if log_now or ckpt_now:
                     host = [dp.metrics_to_host(m) for m in pending]
                     _check_finite(host, step - len(pending) + 1, last_good, mngr.directory)
@@ -482,12 +499,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
                     bar.set_postfix(loss=f"{last_train['loss']:.3f}",
                                     mlm_acc=f"{last_train['mlm_accuracy']:.3f}")
                     window_start, window_steps = now, 0
-                if step % config.train.eval_every == 0 or step == config.train.steps:
+                if step % config.train.eval_every == 0 or step == config.train.steps or over:
                     last_eval = run_eval(state, step)
                     window_start = time.perf_counter()
                 if ckpt_now:
                     _save(mngr, step, state, dp, it_state, meta, force=True)
                     last_good = step
+                    if is_main:
+                        records.write_json(budget_path, dict(used, step=step,
+                                                             stopped_by_budget=over))
+                if over:
+                    log.info("compute budget spent at step %d: %.1f min, %.3g FLOPs", step,
+                             used["minutes"], used["flops"])
                 if preempt:
                     preempted = True
                     log.warning("preempted at step %d; checkpoint saved", step)
@@ -500,7 +523,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
         mngr.wait_until_finished()
         mngr.close()
         writer.close()
-    return RunResult(step=step, last_train=last_train, last_eval=last_eval, preempted=preempted)
+    return RunResult(step=step, last_train=last_train, last_eval=last_eval, preempted=preempted,
+                     budget=dict(used, stopped_by_budget=budget_spent()))
 
 
 def _check_finite(host_metrics: list, first_step: int, last_good, ckpt_dir) -> None:

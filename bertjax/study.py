@@ -10,7 +10,8 @@ transfer modes. run_study, stage by stage:
      figures (loss curves of all points; downstream average against the swept value).
 
 Layout: <workdir>/<point>/ (pretraining) and <workdir>/<point>/glue_<mode>/ (its GLUE runs);
-<workdir>/random_init/<shape>/glue_<mode>/ (baselines).
+<workdir>/random_init/<shape>/glue_<mode>/ (baselines; another directory can be shared by
+several studies).
 """
 from __future__ import annotations
 
@@ -170,8 +171,13 @@ def _swept(overrides: Mapping) -> dict:
 
 def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, workdir: str,
               tasks: Sequence[str], *, points: Sequence[str] = (),
+              baselines_dir: str = "", baselines_only: bool = False,
               train_fn: Callable | None = None) -> dict:
-    """Runs (or resumes) the study; returns what study.json holds."""
+    """Runs (or resumes) the study; returns what study.json holds. Random-init baselines go
+    to `baselines_dir` (default <workdir>/random_init): studies given the same directory share
+    them (a baseline depends only on the model shape, tokenizer and GLUE config, all of which
+    are in its cache key). `baselines_only` runs just the baselines (e.g. in a second process
+    while the points pretrain; the study then finds them done) and writes no report."""
     check_study(study, config, glue_config, glue_dir, tasks)
     all_points = list(study["points"])
     if points:  # a subset, e.g. the sizes a CPU can afford
@@ -183,6 +189,7 @@ def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, wor
         all_points = [p for p, n in zip(all_points, names) if n in points]
     root = pathlib.Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
+    base_root = pathlib.Path(baselines_dir) if baselines_dir else root / "random_init"
     modes = dict(study["modes"])
     cfgs = [(sweep.point_name(p), p, sweep.apply_overrides(config, p)) for p in all_points]
     shapes = {}
@@ -191,6 +198,13 @@ def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, wor
         shapes.setdefault(shape, (model, cfg.data.tokenizer))
     n_ft = (len(cfgs) + len(shapes)) * len(modes) * len(tasks)
     progress = _Progress({"pretraining": len(cfgs), "fine-tuning": n_ft})
+
+    if baselines_only:
+        progress = _Progress({"fine-tuning": len(shapes) * len(modes) * len(tasks)})
+        for shape, (model, tokenizer) in shapes.items():
+            _run_glue(glue_config, glue_dir, tasks, modes, "", base_root / shape, tokenizer,
+                      progress, f"random init ({shape})", model=model)
+        return {}
 
     # --- 1. Pretraining.
     def train_point(cfg, point_dir):
@@ -230,7 +244,7 @@ def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, wor
         rows.append(row)
     for shape, (model, tokenizer) in shapes.items():
         label = f"random init ({shape})"
-        glue = _run_glue(glue_config, glue_dir, tasks, modes, "", root / "random_init" / shape,
+        glue = _run_glue(glue_config, glue_dir, tasks, modes, "", base_root / shape,
                          tokenizer, progress, label, model=model)
         swept = ({k: model[k] for k in ("size", "num_layers", "hidden_size", "num_heads")}
                  if "model.size" in cfgs[0][1] else {})

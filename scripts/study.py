@@ -33,6 +33,11 @@ _POINTS = flags.DEFINE_list("points", [], "Only these points of the study (names
                             "workdir, e.g. size=tiny,size=mini); default all.")
 _MODES = flags.DEFINE_list("modes", [], "Only these GLUE modes of the study (full, feature, "
                            "partial); default all of the study's.")
+_BASELINES = flags.DEFINE_string("baselines_dir", "", "Where random-init baselines go (default "
+                                 "<workdir>/random_init); share one between studies to run "
+                                 "each model shape's baseline once.")
+_BASELINES_ONLY = flags.DEFINE_bool("baselines_only", False, "Run only the random-init baselines "
+                                    "(e.g. in a second process while the points pretrain).")
 flags.mark_flags_as_required(["config", "study", "workdir", "glue_dir"])
 
 
@@ -41,6 +46,8 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("bertjax").setLevel(logging.INFO)
     path = flags.FLAGS["config"].config_filename
+    if not os.path.exists(path):  # 'file.py:variant' as given; the module is the file part
+        path = path.split(":")[0]
     spec = importlib.util.spec_from_file_location("study_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -59,7 +66,9 @@ def main(argv):
     config.data.tokenizer = cli.repo_file(config.data.tokenizer)
     out = study.run_study(_STUDY.value, s, config, _GLUE_CONFIG.value,
                           cli.user_path(_GLUE_DIR.value), cli.user_path(_WORKDIR.value),
-                          _TASKS.value, points=_POINTS.value)
+                          _TASKS.value, points=_POINTS.value,
+                          baselines_dir=cli.user_path(_BASELINES.value),
+                          baselines_only=_BASELINES_ONLY.value)
     if out:
         print(open(f"{cli.user_path(_WORKDIR.value)}/study.md", encoding="utf-8").read())
 

@@ -211,6 +211,7 @@ def test_every_study_applies_to_the_config(name):
         assert set(s["modes"]) == {"full", "feature"}
 
 
+@pytest.mark.slow  # a third of the file's time (a fresh process compiles everything again)
 def test_script_runs_a_study_from_another_directory(env, tmp_path):
     """As a user runs it: relative paths from a working directory outside the repository."""
     shutil.copytree(env["glue_dir"], tmp_path / "glue")

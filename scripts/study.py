@@ -21,10 +21,10 @@ from bertjax import cli, study
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining config (path:variant).",
                                           lock_config=True)
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _GLUE_CONFIG = config_flags.DEFINE_config_file(
-    "glue_config", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "configs", "glue.py") + ":all,tiny", "GLUE fine-tuning config (path:task,presets).",
-    lock_config=True)
+    "glue_config", os.path.join(_REPO, "configs", "glue.py") + ":all,tiny",
+    "GLUE fine-tuning config (path:task,presets).", lock_config=True)
 _STUDY = flags.DEFINE_string("study", None, "Name passed to the config file's get_study().")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the study's runs.")
 _GLUE_DIR = flags.DEFINE_string("glue_dir", None, "GLUE data: <glue_dir>/<task>/*.tsv")

@@ -23,6 +23,8 @@ INSTALL_REQUIRES = [
     "scipy>=1.17,<2",
     # WordPiece (BERT's vocab.txt) for imported checkpoints; a small Rust wheel, no torch.
     "tokenizers>=0.23.3,<0.24",
+    # Study figures (bertjax/study.py), written as PNG and SVG with the Agg backend.
+    "matplotlib>=3.11.2,<4",
 ]
 
 setup(

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "adam", "adamw", "lamb")
-SCHEDULES = ("warmup_linear_decay", "warmup_cosine_decay", "warmup_constant", "constant")
+SCHEDULES = ("warmup_linear_decay", "bert_linear", "warmup_cosine_decay", "warmup_constant",
+             "constant")
 
 
 def check_config(optim_cfg) -> None:
@@ -31,12 +32,23 @@ def check_config(optim_cfg) -> None:
 
 def make_schedule(optim_cfg, total_steps: int, peak=None) -> optax.Schedule:
     """The schedule of `optim_cfg`, peaking at `peak` (default optim_cfg.learning_rate; may be a
-    traced scalar, as the schedules are linear in it)."""
+    traced scalar, as the schedules are linear in it).
+
+    warmup_linear_decay: 0 -> peak over the warmup, then peak -> 0 over the remaining steps.
+    bert_linear: run_pretraining.py's schedule: one linear decay peak -> 0 from step 0 to
+    `total_steps`, with the warmup ramp (0 -> peak) overriding the first steps, so at the end
+    of warmup the rate drops to the decay line at peak * (1 - warmup/total)."""
     lr = optim_cfg.learning_rate if peak is None else peak
     warmup = int(optim_cfg.warmup_steps)
     name = optim_cfg.schedule
     if name == "constant":
         return optax.constant_schedule(lr)
+    if name == "bert_linear":
+        def bert_linear(step):
+            decay = lr * jnp.maximum(1.0 - step / max(total_steps, 1), 0.0)
+            # optimization.py: warmup lr = peak * step / warmup, used while step < warmup
+            return jnp.where(step < warmup, lr * step / max(warmup, 1), decay)
+        return bert_linear
     warm = optax.linear_schedule(0.0, lr, max(warmup, 1))
     if name == "warmup_constant":
         after = optax.constant_schedule(lr)

@@ -66,7 +66,8 @@ def run_sweep(config, points: list[dict], workdir: str,
         log.info("sweep point %s: %s", name, overrides)
         out = train_fn(cfg, point_dir)
         row = {"point": name, "overrides": overrides, "step": out.step,
-               "train": out.last_train, "eval": out.last_eval}
+               "train": out.last_train, "eval": out.last_eval,
+               "budget": getattr(out, "budget", None)}
         if out.preempted:  # no result.json: the next run resumes this point
             log.warning("sweep point %s preempted at step %d", name, out.step)
             break

@@ -24,9 +24,10 @@ import ml_collections
 import numpy as np
 import optax
 from etils import epath
+from jax.experimental import multihost_utils
 
 from bertjax import checkpoint as ckpt_lib
-from bertjax import losses, metrics as metrics_lib, optim, parallel, preemption
+from bertjax import losses, metrics as metrics_lib, optim, parallel, preemption, records
 from bertjax import workdir as workdir_lib
 from bertjax.data import prefetch as prefetch_lib
 from bertjax.models import attention, bert
@@ -147,6 +148,7 @@ def summarize(sums: dict) -> dict:
 # Config checks (before anything expensive).
 # ----------------------------------------------------------------------------------------------
 # Changing these between runs in one workdir would silently mix two experiments.
+# ("data.nsp" also covers data.nsp_single_sentence: a prefix match.)
 _RESUME_MUST_MATCH = ("model", "data.corpus", "data.corpus_format", "data.max_seq_len",
                       "data.nsp", "data.mask_rate", "data.mask_token_prob",
                       "data.random_token_prob", "data.max_predictions_per_seq",
@@ -185,6 +187,9 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
                 "checkpoint_every", "grad_accum_steps"):
         if int(t[key]) < 1:
             raise ValueError(f"train.{key}={t[key]}: expected a positive integer")
+    for key in ("budget_minutes", "budget_flops"):
+        if t[key] < 0:
+            raise ValueError(f"train.{key}={t[key]}: expected >= 0 (0 = no budget)")
     if config.parallel.mode not in parallel.MODES:
         raise ValueError(f"parallel.mode={config.parallel.mode!r}: expected one of "
                          f"{parallel.MODES}")
@@ -210,7 +215,8 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
     for p in phases(config):
         pairing = pretraining.PairingOptions(
             max_seq_len=p.seq_len, short_seq_prob=d.short_seq_prob, nsp=d.nsp,
-            packing=d.packing, max_sequences_per_row=d.max_sequences_per_row)
+            single_sentence=d.nsp_single_sentence, packing=d.packing,
+            max_sequences_per_row=d.max_sequences_per_row)
         masking = masking_lib.MaskingOptions(
             mask_rate=d.mask_rate, mask_token_prob=d.mask_token_prob,
             random_token_prob=d.random_token_prob, max_predictions=p.max_predictions,
@@ -228,6 +234,7 @@ class RunResult:
     last_train: dict
     last_eval: dict
     preempted: bool = False
+    budget: dict | None = None  # what train.budget_minutes/budget_flops counted (budget.json)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
@@ -342,11 +349,19 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
     pending, last_train, last_eval = [], {}, {}
     window_start, window_steps, compile_s = None, 0, None
     preempted = False
+    budget_path = workdir / "budget.json"
+    used = (json.loads(budget_path.read_text()) if budget_path.exists()
+            else {"minutes": 0.0, "flops": 0.0})
+    minutes_before, loop_start = used["minutes"], time.perf_counter()
+
+    def budget_spent() -> bool:
+        b_min, b_flops = config.train.budget_minutes, config.train.budget_flops
+        return bool((b_min and used["minutes"] >= b_min) or (b_flops and used["flops"] >= b_flops))
     bar = tqdm(total=config.train.steps, initial=step, disable=not is_main, unit="step",
                dynamic_ncols=True)
     try:
         with preemption.SigtermFlag() as stop:
-            while step < config.train.steps:
+            while step < config.train.steps and not budget_spent():
                 if phase_at(all_phases, step) != phase:  # BERT recipe: switch to long sequences
                     phase = phase_at(all_phases, step)
                     batches.close()
@@ -359,6 +374,13 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                 step += 1
                 it_state = ckpt_lib.IteratorState(*tag)
                 pending.append(out)
+                used["flops"] += config.train.batch_size * metrics_lib.pretraining_flops_per_sequence(
+                    model_cfg, phase.seq_len, phase.max_predictions)
+                used["minutes"] = minutes_before + (time.perf_counter() - loop_start) / 60
+                over = budget_spent()
+                if config.train.budget_minutes and jax.process_count() > 1:
+                    # Clocks differ between hosts: process 0 decides, so all stop together.
+                    over = bool(multihost_utils.broadcast_one_to_all(np.bool_(over)))
                 if compile_s is None:  # the first step compiles: time it apart from the rest
                     jax.block_until_ready(out)
                     compile_s = time.perf_counter() - t0
@@ -370,9 +392,9 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                 ckpts.check(step)  # a failed background save stops the run here
 
                 preempt = stop.reached(step)  # read once: the signal can come at any moment
-                log_now = step % config.train.log_every == 0 or step == config.train.steps
+                log_now = step % config.train.log_every == 0 or step == config.train.steps or over
                 ckpt_now = (step % config.train.checkpoint_every == 0 or step == config.train.steps
-                            or preempt)
+                            or preempt or over)
                 if log_now or ckpt_now:
                     host = [dp.metrics_to_host(m) for m in pending]
                     _check_finite(host, step - len(pending) + 1, ckpts)
@@ -385,11 +407,17 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                     bar.set_postfix(loss=f"{last_train['loss']:.3f}",
                                     mlm_acc=f"{last_train['mlm_accuracy']:.3f}")
                     window_start, window_steps = now, 0
-                if step % config.train.eval_every == 0 or step == config.train.steps:
+                if step % config.train.eval_every == 0 or step == config.train.steps or over:
                     last_eval = run_eval(state, step)
                     window_start = time.perf_counter()
                 if ckpt_now:
                     ckpts.save(step, dp.get_state(state), it_state, meta, force=True)
+                    if is_main:
+                        records.write_json(budget_path, dict(used, step=step,
+                                                             stopped_by_budget=over))
+                if over:
+                    log.info("compute budget spent at step %d: %.1f min, %.3g FLOPs", step,
+                             used["minutes"], used["flops"])
                 if preempt:
                     preempted = True
                     log.warning("preempted at step %d; checkpoint saved", step)
@@ -401,7 +429,8 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
         if hasattr(train_it, "close"):  # grain worker processes, when data.num_workers > 0
             train_it.close()
         writer.close()
-    return RunResult(step=step, last_train=last_train, last_eval=last_eval, preempted=preempted)
+    return RunResult(step=step, last_train=last_train, last_eval=last_eval, preempted=preempted,
+                     budget=dict(used, stopped_by_budget=budget_spent()))
 
 
 def _check_finite(host_metrics: list, first_step: int, ckpts: ckpt_lib.RunCheckpoints) -> None:

@@ -31,6 +31,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.max_seq_len = 128
     c.data.short_seq_prob = 0.1
     c.data.nsp = True                  # False -> MLM-only on contiguous text (RoBERTa-style)
+    # A chunk of one sentence: 'not_next' (BERT: NotNext, random B) | 'split' (IsNext half the
+    # time with A/B cut from that sentence: balanced labels, but a mid-sentence cue for NSP)
+    c.data.nsp_single_sentence = "not_next"
     c.data.mask_rate = 0.15
     c.data.mask_token_prob = 0.8       # of the selected tokens: replaced by [MASK]
     c.data.random_token_prob = 0.1     # ... by a random non-special token; the rest stay unchanged
@@ -57,7 +60,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.01        # not applied to LayerNorm parameters and biases
     c.optim.momentum = 0.9             # sgd momentum
     c.optim.grad_clip_norm = 1.0       # 0 disables
-    c.optim.schedule = "warmup_linear_decay"  # | warmup_cosine_decay | warmup_constant | constant
+    # warmup_linear_decay (decay from the peak after warmup) | bert_linear (BERT's: one linear
+    # decay from step 0, warmup overriding the first steps) | warmup_cosine_decay | warmup_constant
+    # | constant. Every preset here uses warmup_linear_decay unless it says otherwise.
+    c.optim.schedule = "warmup_linear_decay"
     c.optim.warmup_steps = 10_000
 
     # --- Training loop.
@@ -71,6 +77,13 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 10_000
     c.train.keep_checkpoints = 3
     c.train.async_checkpointing = True
+    # Compute budget (Cramming-style equal-budget comparisons); 0 = none. The run stops after
+    # the step that spends it, evaluates, saves a checkpoint and records what it used in
+    # <workdir>/budget.json. Minutes are wall-clock of the training loop (compile, eval and
+    # checkpoints included), FLOPs those of metrics.pretraining_flops_per_sequence; both carry
+    # over when a run resumes.
+    c.train.budget_minutes = 0.0
+    c.train.budget_flops = 0.0
     # Two-phase recipe (BERT): after `phase2_start` steps switch to phase2_* seq length/batch.
     c.train.phase2_start = -1          # -1 = single phase
     c.train.phase2_max_seq_len = 512
@@ -123,6 +136,7 @@ def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
         c.optim.learning_rate = 1e-4
         c.optim.warmup_steps = 10_000
         c.train.phase2_start = 900_000
+        c.optim.schedule = "bert_linear"  # run_pretraining.py's schedule
         c.data.max_seq_len = 128
         c.data.max_predictions_per_seq = 20
     elif name == "position_learned":
@@ -139,6 +153,11 @@ def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
             "cpu_demo, gpu, tpu, bert_recipe, position_learned, no_nsp, packed")
 
 
+# The BERT paper's Table 8 (MASK/SAME/RND = 80/10/10, 100/0/0, 80/0/20, 80/20/0, 0/20/80,
+# 0/0/100) as (mask_token_prob, random_token_prob); SAME is the rest.
+MASK_MIX_TABLE8 = ((0.8, 0.1), (1.0, 0.0), (0.8, 0.2), (0.8, 0.0), (0.0, 0.8), (0.0, 1.0))
+
+
 def get_sweep(name: str) -> list[dict]:
     """Named ablations: each point is a dict of dotted overrides applied to the config.
 
@@ -149,7 +168,7 @@ def get_sweep(name: str) -> list[dict]:
         return [{"data.mask_rate": r} for r in (0.10, 0.15, 0.20, 0.30, 0.40)]
     if name == "mask_mix":  # (mask, random); the rest stays unchanged
         return [{"data.mask_token_prob": m, "data.random_token_prob": r}
-                for m, r in ((0.8, 0.1), (1.0, 0.0), (0.8, 0.0), (0.8, 0.2), (0.0, 0.0))]
+                for m, r in MASK_MIX_TABLE8]
     if name == "nsp":
         return [{"data.nsp": True}, {"data.nsp": False}]
     if name == "position":
@@ -165,3 +184,39 @@ def get_sweep(name: str) -> list[dict]:
         return [{"optim.name": n} for n in ("adamw", "lamb", "adam", "momentum")]
     raise ValueError(f"Unknown sweep {name!r} in configs/pretrain.py; expected one of "
                      "mask_rate, mask_mix, nsp, position, size, optimizer")
+
+
+# GLUE transfer modes a study can fine-tune in: label -> overrides of the GLUE config.
+# Feature-based transfer trains only a small head, which takes larger steps (probing
+# classifiers do); full and partial use the GLUE config's learning rates as given.
+GLUE_MODES = {
+    "full": {"mode": "full"},
+    "feature": {"mode": "feature", "learning_rates": (1e-3,)},
+    "partial": {"mode": "partial", "trainable_layers": 1},
+}
+
+
+def get_study(name: str) -> dict:
+    """Studies: pretraining points (as get_sweep) -> GLUE fine-tuning of each final checkpoint
+    (in each of `modes`, see GLUE_MODES) plus the random-init baseline of each model shape.
+
+    Run one with `python scripts/study.py --config configs/pretrain.py:tiny --study transfer
+    --workdir runs/study_transfer --glue_dir ../shared/data/glue`. `budget` needs
+    --config.train.budget_minutes (or budget_flops): its points stop at the same budget.
+    """
+    full = {"full": GLUE_MODES["full"]}
+    if name == "mask_mix":  # Table 8 has fine-tuning and feature-based columns
+        return {"points": get_sweep("mask_mix"),
+                "modes": {k: GLUE_MODES[k] for k in ("full", "feature")}}
+    if name == "mask_rate":
+        return {"points": get_sweep("mask_rate"), "modes": full}
+    if name == "nsp":  # Table 5's first rows: NSP vs MLM-only on contiguous text
+        return {"points": get_sweep("nsp"), "modes": full}
+    if name == "size":  # Table 6
+        return {"points": get_sweep("size"), "modes": full}
+    if name == "transfer":  # one checkpoint; fine-tuning vs frozen features vs top layers
+        return {"points": [{}], "modes": dict(GLUE_MODES)}
+    if name == "budget":  # Cramming-style: sizes at an equal compute budget
+        return {"points": get_sweep("size")[:3], "modes": full, "needs_budget": True}
+    raise ValueError(f"Unknown study {name!r} in configs/pretrain.py; expected one of "
+                     "mask_mix, mask_rate, nsp, size, transfer, budget")

@@ -22,6 +22,23 @@ def test_warmup_then_linear_decay_to_zero():
     assert float(sched(110)) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_bert_linear_matches_run_pretraining_schedule():
+    """BERT's optimization.py: decay 1e-4 * (1 - step/100) from step 0, warmup ramp
+    1e-4 * step/10 for step < 10; at the end of warmup lr = peak * (1 - 10/100)."""
+    sched = optim.make_schedule(_cfg(schedule="bert_linear", learning_rate=1e-4,
+                                     warmup_steps=10), total_steps=100)
+    assert float(sched(0)) == 0.0
+    assert float(sched(5)) == pytest.approx(5e-5)
+    assert float(sched(9)) == pytest.approx(9e-5)
+    assert float(sched(10)) == pytest.approx(9e-5)
+    assert float(sched(55)) == pytest.approx(4.5e-5)
+    assert float(sched(100)) == pytest.approx(0.0, abs=1e-12)
+    # The peak may be a traced value (the GLUE grid keeps it in the optimizer state).
+    tx, sched2 = optim.make_optimizer(_cfg(schedule="bert_linear", warmup_steps=10), 100,
+                                      peak_lr_in_state=True)
+    assert float(sched2(55, 2e-4)) == pytest.approx(9e-5)
+
+
 def test_decay_mask_excludes_layernorm_and_biases():
     params = {"bert": {"encoder": {"layer_0": {
         "output": {"dense": {"kernel": 1, "bias": 2}, "LayerNorm": {"scale": 3, "bias": 4}}}}},

@@ -56,11 +56,18 @@ MODEL_PACKING_KEYS = ("position_ids", "sequence_ids", "cls_positions")
 # --------------------------------------------------------------------------------------------
 # Pairing: a group of documents -> instances.
 
+SINGLE_SENTENCE_MODES = ("not_next", "split")
+
+
 @dataclasses.dataclass(frozen=True)
 class PairingOptions:
     max_seq_len: int = 128
     short_seq_prob: float = 0.1
     nsp: bool = True
+    # A chunk of one sentence: 'not_next' (BERT: always NotNext with a random B) or 'split'
+    # (IsNext half of the time, A and B cut from that sentence; balances the labels but gives
+    # the classifier a cue: an untruncated pair split mid-sentence is always IsNext).
+    single_sentence: str = "not_next"
     cls_id: int = tokenizer_lib.SPECIAL_IDS[tokenizer_lib.CLS]
     sep_id: int = tokenizer_lib.SPECIAL_IDS[tokenizer_lib.SEP]
     packing: str = "none"
@@ -81,6 +88,9 @@ class PairingOptions:
         if self.packing == "sequences" and self.max_sequences_per_row < 1:
             raise ValueError(f"data.max_sequences_per_row={self.max_sequences_per_row}: "
                              "expected a positive integer")
+        if self.single_sentence not in SINGLE_SENTENCE_MODES:
+            raise ValueError(f"data.nsp_single_sentence={self.single_sentence!r}: expected one "
+                             f"of {SINGLE_SENTENCE_MODES}")
 
 
 def create_instances(docs: Sequence[dict], doc_ids: Sequence[int], rng: np.random.Generator,
@@ -136,9 +146,8 @@ def _pair_document(starts, others, all_starts, r, opts, rows) -> None:
                 a_end = r.randint(chunk_start + 1, i)  # A = sentences [chunk_start, a_end)
                 a0, la = starts[chunk_start], starts[a_end] - starts[chunk_start]
                 b0, lb = starts[a_end], starts[i + 1] - starts[a_end]
-            elif length >= 2 and not random_next:
-                # One sentence: BERT forces NotNext here, which skews the labels towards
-                # NotNext (noticeably with short targets); an IsNext B is the sentence's tail.
+            elif length >= 2 and not random_next and opts.single_sentence == "split":
+                # One sentence, balanced variant: an IsNext B is the sentence's tail.
                 a0, la = starts[i], r.randint(1, length - 1)
                 b0, lb = a0 + la, length - la
                 a_end = i + 1
@@ -380,6 +389,7 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
     tok = tokenizer_lib.load(data_config.tokenizer) if tokenizer is None else tokenizer
     pairing = PairingOptions(max_seq_len=max_seq_len or data_config.max_seq_len,
                              short_seq_prob=data_config.short_seq_prob, nsp=data_config.nsp,
+                             single_sentence=data_config.get("nsp_single_sentence", "not_next"),
                              cls_id=tok.cls_id, sep_id=tok.sep_id,
                              packing=data_config.get("packing", "none"),
                              max_sequences_per_row=data_config.get("max_sequences_per_row", 16))

@@ -1,0 +1,343 @@
+"""Studies: change the pretraining, measure downstream, in one resumable command.
+
+A study (configs/pretrain.py get_study) is a list of pretraining points and a set of GLUE
+transfer modes. run_study, stage by stage:
+  1. pretrains every point (sweep.run_sweep: one workdir per point, finished points skipped);
+  2. fine-tunes each point's final checkpoint on the task set in every mode, and the
+     random-init baseline once per model shape (glue.grid.run: finished runs are cached in
+     their workdirs, so a rerun only does what is missing);
+  3. writes study.md / study.csv / study.json (one row per point, one per baseline) and the
+     figures (loss curves of all points; downstream average against the swept value).
+
+Layout: <workdir>/<point>/ (pretraining) and <workdir>/<point>/glue_<mode>/ (its GLUE runs);
+<workdir>/random_init/<shape>/glue_<mode>/ (baselines; another directory can be shared by
+several studies).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import pathlib
+import time
+from typing import Callable, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from bertjax import records, sweep
+
+log = logging.getLogger("bertjax.study")
+
+PRETRAIN_COLUMNS = ("step", "mlm_loss", "mlm_accuracy", "mlm_perplexity", "nsp_accuracy")
+BUDGET_COLUMNS = ("budget_minutes_used", "budget_flops_used", "stopped_by_budget")
+
+
+def _average_keys(task: str) -> list[str]:
+    """The task's scores in the BERT paper's GLUE average (MRPC F1, STS-B Spearman, ...)."""
+    from bertjax.glue import metrics, tasks as tasks_lib
+    return ([k for t, k in metrics.BERT_PAPER_AVERAGE if t == task]
+            or [tasks_lib.get_task(task).primary])  # WNLI, left out of the paper's average
+
+
+class _Progress:
+    """Which stage runs, and an ETA from the mean time of the stages of the same kind that
+    ran (stages found finished cost nothing and are not timed)."""
+
+    def __init__(self, total: Mapping[str, int]):
+        self.total = dict(total)
+        self.done = {k: 0 for k in total}
+        self.timed = {k: [] for k in total}
+        self._t0, self._kind = 0.0, ""
+
+    def start(self, kind: str, what: str):
+        self._t0, self._kind = time.perf_counter(), kind
+        eta = self.eta()
+        log.info("study stage %d/%d: %s %s%s", sum(self.done.values()) + 1,
+                 sum(self.total.values()), kind, what,
+                 f" (ETA of the rest: {eta / 60:.1f} min)" if eta is not None else "")
+
+    def finish(self, cached: bool = False):
+        self.done[self._kind] += 1
+        if not cached:
+            self.timed[self._kind].append(time.perf_counter() - self._t0)
+
+    def eta(self) -> float | None:
+        left = 0.0
+        for kind, n in self.total.items():
+            if self.done[kind] < n:
+                if not self.timed[kind]:
+                    return None
+                left += float(np.mean(self.timed[kind])) * (n - self.done[kind])
+        return left
+
+
+def check_study(study: Mapping, config, glue_config, glue_dir: str, tasks: Sequence[str]):
+    """Everything cheap to check, before any pretraining starts."""
+    from bertjax.glue import grid, tasks as tasks_lib
+    if not study.get("points"):
+        raise ValueError("the study has no points")
+    if not study.get("modes"):
+        raise ValueError("the study has no GLUE modes")
+    if study.get("needs_budget") and not (config.train.budget_minutes
+                                          or config.train.budget_flops):
+        raise ValueError("this study compares points at an equal compute budget: set "
+                         "--config.train.budget_minutes or --config.train.budget_flops (> 0)")
+    if not tasks:
+        raise ValueError("no GLUE tasks given; expected e.g. --tasks=CoLA,SST-2")
+    for t in tasks:
+        spec = tasks_lib.get_task(t)  # an unknown name is an error naming the known ones
+        missing = tasks_lib.task_files_missing(spec, glue_dir)
+        if missing:
+            raise FileNotFoundError(f"GLUE {spec.name}: missing {missing} (--glue_dir "
+                                    f"{glue_dir})")
+    for label, overrides in study["modes"].items():
+        grid.validate_config(_glue_config(glue_config, tasks[0], overrides))
+    for p in study["points"]:
+        sweep.apply_overrides(config, p)  # an unknown field fails here, not after point 1
+
+
+def _glue_config(glue_config, task: str, overrides: Mapping):
+    from bertjax.glue import tasks as tasks_lib
+    c = ml_collections.ConfigDict(glue_config.to_dict())
+    c.task = tasks_lib.get_task(task).name
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def _shape(point_cfg) -> tuple[str, dict]:
+    """A model shape (architecture + tokenizer): -> (directory name, the model dict)."""
+    model = point_cfg.model.to_dict()
+    key = json.dumps({"model": model, "tokenizer": point_cfg.data.tokenizer}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return f"{model.get('size') or 'custom'}-{digest}", model
+
+
+def _run_glue(glue_config, glue_dir, tasks, modes, init_checkpoint, workdir: pathlib.Path,
+              tokenizer, progress, label, model: dict | None = None) -> dict:
+    """mode -> task -> results.json of that task (median over seeds at the chosen point)."""
+    from bertjax.glue import grid
+    out = {}
+    for mode, overrides in modes.items():
+        out[mode] = {}
+        for task in tasks:
+            cfg = _glue_config(glue_config, task, overrides)
+            if model is not None:  # random init: the pretraining point's shape
+                runtime = {k: cfg.model[k] for k in ("hidden_dropout_rate",
+                                                     "attention_dropout_rate",
+                                                     "attention_impl", "dtype", "remat")}
+                cfg.model = ml_collections.ConfigDict(dict(model, **runtime))
+            gdir = workdir / f"glue_{mode}"
+            results_path = gdir / cfg.task / "results.json"
+            cached = results_path.exists()
+            progress.start("fine-tuning", f"{label} / {mode} / {cfg.task}")
+            grid.run(cfg, glue_dir, init_checkpoint, str(gdir), tokenizer)
+            progress.finish(cached)
+            out[mode][cfg.task] = json.loads(results_path.read_text())
+    return out
+
+
+def _glue_columns(glue: Mapping, modes: Sequence[str], tasks: Sequence[str]) -> dict:
+    """Each dev metric (x100), the average of the tasks' paper scores, the seeds' spread
+    (mean over tasks of max - min of the selection metric over the chosen point's seeds)."""
+    row = {}
+    for mode in modes:
+        pre = f"{mode}:" if len(modes) > 1 else ""
+        scores, spreads = [], []
+        for task in tasks:
+            r = glue[mode][task]
+            for k, v in r["metrics"].items():
+                row[f"{pre}{task} {k}"] = 100 * v
+            scores += [r["metrics"][k] for k in _average_keys(task) if k in r["metrics"]]
+            sel = r["selected"]
+            vals = [x["dev"][r["primary"]] for x in r["runs"]
+                    if x["learning_rate"] == sel["learning_rate"]
+                    and x["batch_size"] == sel["batch_size"]]
+            spreads.append(max(vals) - min(vals))
+        row[f"{pre}avg"] = 100 * float(np.mean(scores)) if scores else None
+        row[f"{pre}seed spread"] = 100 * float(np.mean(spreads))
+    return row
+
+
+def _swept(overrides: Mapping) -> dict:
+    if "model.size" in overrides:  # a size point: its shape columns (Table 6)
+        keys = [k for k in overrides if k != "model.intermediate_size"]
+    else:
+        keys = list(overrides)
+    return {k.split(".")[-1]: overrides[k] for k in keys}
+
+
+def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, workdir: str,
+              tasks: Sequence[str], *, points: Sequence[str] = (),
+              baselines_dir: str = "", baselines_only: bool = False,
+              train_fn: Callable | None = None) -> dict:
+    """Runs (or resumes) the study; returns what study.json holds. Random-init baselines go
+    to `baselines_dir` (default <workdir>/random_init): studies given the same directory share
+    them (a baseline depends only on the model shape, tokenizer and GLUE config, all of which
+    are in its cache key). `baselines_only` runs just the baselines (e.g. in a second process
+    while the points pretrain; the study then finds them done) and writes no report."""
+    check_study(study, config, glue_config, glue_dir, tasks)
+    all_points = list(study["points"])
+    if points:  # a subset, e.g. the sizes a CPU can afford
+        names = [sweep.point_name(p) for p in all_points]
+        unknown = sorted(set(points) - set(names))
+        if unknown:
+            raise ValueError(f"--points {unknown}: not in study {name!r}; its points are "
+                             f"{names}")
+        all_points = [p for p, n in zip(all_points, names) if n in points]
+    root = pathlib.Path(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    base_root = pathlib.Path(baselines_dir) if baselines_dir else root / "random_init"
+    modes = dict(study["modes"])
+    cfgs = [(sweep.point_name(p), p, sweep.apply_overrides(config, p)) for p in all_points]
+    shapes = {}
+    for _, _, cfg in cfgs:
+        shape, model = _shape(cfg)
+        shapes.setdefault(shape, (model, cfg.data.tokenizer))
+    n_ft = (len(cfgs) + len(shapes)) * len(modes) * len(tasks)
+    progress = _Progress({"pretraining": len(cfgs), "fine-tuning": n_ft})
+
+    if baselines_only:
+        progress = _Progress({"fine-tuning": len(shapes) * len(modes) * len(tasks)})
+        for shape, (model, tokenizer) in shapes.items():
+            _run_glue(glue_config, glue_dir, tasks, modes, "", base_root / shape, tokenizer,
+                      progress, f"random init ({shape})", model=model)
+        return {}
+
+    # --- 1. Pretraining.
+    def train_point(cfg, point_dir):
+        progress.start("pretraining", pathlib.Path(point_dir).name)
+        if train_fn is None:
+            from bertjax import train
+            out = train.train_and_evaluate(cfg, point_dir)
+        else:
+            out = train_fn(cfg, point_dir)
+        progress.finish()
+        return out
+
+    done = sweep.run_sweep(config, all_points, str(root), train_fn=train_point)
+    if len(done) < len(cfgs):  # preempted: the next run resumes that point
+        log.warning("study %s: pretraining stopped early (preempted); run again to resume", name)
+        return {}
+    progress.done["pretraining"] = len(cfgs)  # the rest were finished earlier
+    by_name = {r["point"]: r for r in done}
+
+    # --- 2. GLUE: every point, then each shape's random-init baseline.
+    rows = []
+    for n, overrides, cfg in cfgs:
+        glue = _run_glue(glue_config, glue_dir, tasks, modes, str(root / n), root / n, "",
+                         progress, n)
+        r = by_name[n]
+        ev = r.get("eval") or {}
+        row = {"point": n, "init": "pretrained", **_swept(overrides),
+               "step": r["step"], "mlm_loss": ev.get("mlm_loss"),
+               "mlm_accuracy": ev.get("mlm_accuracy"),
+               "mlm_perplexity": math.exp(ev["mlm_loss"]) if "mlm_loss" in ev else None,
+               "nsp_accuracy": ev.get("nsp_accuracy")}
+        if cfg.train.budget_minutes or cfg.train.budget_flops:
+            b = r.get("budget") or {}
+            row.update(budget_minutes_used=b.get("minutes"), budget_flops_used=b.get("flops"),
+                       stopped_by_budget=b.get("stopped_by_budget"))
+        row.update(_glue_columns(glue, list(modes), tasks))
+        rows.append(row)
+    for shape, (model, tokenizer) in shapes.items():
+        label = f"random init ({shape})"
+        glue = _run_glue(glue_config, glue_dir, tasks, modes, "", base_root / shape,
+                         tokenizer, progress, label, model=model)
+        swept = ({k: model[k] for k in ("size", "num_layers", "hidden_size", "num_heads")}
+                 if "model.size" in cfgs[0][1] else {})
+        rows.append({"point": label, "init": "random", **swept,
+                     **_glue_columns(glue, list(modes), tasks)})
+
+    # --- 3. Tables and figures.
+    header = list(dict.fromkeys(k for row in rows for k in row))
+    table = [[row.get(k) for k in header] for row in rows]
+    title = (f"Study {name}: tasks {', '.join(tasks)}; modes {', '.join(modes)}; GLUE dev "
+             "metrics x100, median over seeds; avg = mean of the tasks' BERT-paper scores; "
+             "seed spread = mean over tasks of max-min of the selection metric")
+    records.write_table(root / "study", header, table, title=title)
+    figures = write_figures(root, name, rows, [(n, p) for n, p, _ in cfgs], list(modes))
+    out = {"study": name, "tasks": list(tasks), "modes": modes, "columns": header,
+           "rows": rows, "figures": figures, "config": json.loads(config.to_json()),
+           "glue_config": glue_config.to_dict()}
+    records.write_json(root / "study.json", out)
+    log.info("study %s: %d rows in %s/study.md; figures %s", name, len(rows), root,
+             ", ".join(figures))
+    return out
+
+
+def _x_label(overrides: Mapping) -> str:
+    sw = _swept(overrides)
+    if "size" in sw:
+        return str(sw["size"])
+    return ",".join(f"{v}" for v in sw.values()) or "base"
+
+
+def write_figures(root: pathlib.Path, name: str, rows: Sequence[Mapping],
+                  points: Sequence[tuple[str, Mapping]], modes: Sequence[str]) -> list[str]:
+    """loss_curves.{png,svg} (training MLM loss of every point; held-out as markers) and
+    downstream.{png,svg} (GLUE average per mode against the swept value; random init dashed)."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only; no display on a server
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for n, _ in points:
+        path = root / n / "metrics.jsonl"
+        if not path.exists():
+            continue
+        train, ev = [], []
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if "mlm_loss" in r:
+                (ev if r.get("split") == "eval" else train).append((r["step"], r["mlm_loss"]))
+        if train:
+            line, = ax.plot(*zip(*train), label=n, lw=1.2)
+            if ev:
+                ax.plot(*zip(*ev), "o", color=line.get_color(), ms=4)
+    ax.set(xlabel="step", ylabel="MLM loss (lines: train, dots: held-out)",
+           title=f"study {name}: pretraining")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    written += _save(fig, root / "loss_curves")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = [_x_label(p) for _, p in points]
+    xs = np.arange(len(labels))
+    pre = {r["point"]: r for r in rows if r["init"] == "pretrained"}
+    rand = [r for r in rows if r["init"] == "random"]
+    for mode in modes:
+        key = f"{mode}:avg" if len(modes) > 1 else "avg"
+        ys = [pre[n].get(key) if n in pre else None for n, _ in points]
+        ys = [np.nan if y is None else y for y in ys]
+        line, = ax.plot(xs, ys, "o-", label=f"pretrained, {mode}")
+        for r in rand:
+            if r.get(key) is not None:
+                ax.axhline(r[key], ls="--", lw=1, color=line.get_color(),
+                           label=f"{r['point']}, {mode}" if len(rand) > 1 else
+                           f"random init, {mode}")
+    ax.set_xticks(xs, labels, rotation=20 if max(map(len, labels)) > 6 else 0, fontsize=8)
+    ax.set(xlabel="swept value", ylabel="GLUE dev average (x100)",
+           title=f"study {name}: downstream")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    written += _save(fig, root / "downstream")
+    plt.close(fig)
+    return written
+
+
+def _save(fig, stem: pathlib.Path) -> list[str]:
+    out = []
+    for ext in ("png", "svg"):
+        path = stem.with_name(f"{stem.name}.{ext}")
+        tmp = path.with_name(f"{path.stem}.tmp.{ext}")  # atomic: an old figure stays whole
+        fig.savefig(tmp, dpi=120)
+        tmp.replace(path)
+        out.append(path.name)
+    return out

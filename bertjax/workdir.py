@@ -27,13 +27,16 @@ def _flat(config: dict) -> dict:
 def check_same_experiment(workdir, config: ml_collections.ConfigDict,
                           must_match: Sequence[str]) -> None:
     """Raises ValueError when `workdir` holds a run whose config differs from `config` at a key
-    starting with one of `must_match` (dotted prefixes such as 'model' or 'data.nsp')."""
+    starting with one of `must_match` (dotted prefixes such as 'model' or 'data.nsp').
+
+    A field that did not exist yet when the run started (a config option added since) is not a
+    difference: new options default to the behaviour they were added beside."""
     path = epath.Path(workdir) / CONFIG_FILE
     if not path.exists():
         return
     old = _flat(json.loads(path.read_text()))
     new = _flat(json.loads(config.to_json()))
-    diffs = [k for k in sorted(set(old) | set(new))
+    diffs = [k for k in sorted(old)
              if k.startswith(tuple(must_match)) and old.get(k) != new.get(k)]
     if diffs:
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diffs)

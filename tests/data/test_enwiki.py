@@ -18,7 +18,13 @@ def test_enwiki_sample_prepares_and_pairs(shared_data, tmp_path, committed_token
     it = pretraining.make_iterator(cfg, prepared, global_batch_size=512, seed=0)
     batches = [next(it) for _ in range(10)]
     labels = np.concatenate([b["nsp_label"] for b in batches])
-    assert abs((labels == 0).mean() - 0.5) < 0.02
+    # BERT's pairing: a one-sentence chunk is always NotNext, so IsNext is below half (0.42
+    # measured on this sample); the balanced variant restores 50%.
+    assert 0.35 < (labels == 0).mean() < 0.48
+    split_cfg = data_config(corpus=cfg.corpus, nsp_single_sentence="split")
+    balanced = pretraining.make_iterator(split_cfg, prepared, global_batch_size=512, seed=0)
+    split_labels = np.concatenate([next(balanced)["nsp_label"] for _ in range(10)])
+    assert abs((split_labels == 0).mean() - 0.5) < 0.02
     lengths = np.concatenate([b["input_mask"].sum(1) for b in batches])
     # BERT's length profile: mostly full rows, about short_seq_prob of documents short.
     assert np.median(lengths) >= 120 and (lengths < 64).mean() < 0.25

@@ -44,8 +44,10 @@ def _sequences(batch):
 
 def test_packed_nsp_pairs_keep_their_cls_segments_and_labels(synthetic, data_config):
     prepared, doc_of = synthetic
+    # The balanced single-sentence mode, so that NotNext is 50% whatever the documents; BERT's
+    # default ('not_next') makes every one-sentence chunk NotNext (tests/data/test_pretraining.py).
     cfg = data_config(max_seq_len=64, max_predictions_per_seq=10, packing="sequences",
-                      max_sequences_per_row=4, short_seq_prob=0.3)
+                      max_sequences_per_row=4, short_seq_prob=0.3, nsp_single_sentence="split")
     it = pretraining.make_iterator(cfg, prepared, global_batch_size=128, seed=0)
     labels, several = [], 0
     for batch in _take(it, 5):

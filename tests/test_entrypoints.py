@@ -191,6 +191,7 @@ def test_sweep_runs_and_skips_finished_points(user_dir, pretrained):
     assert again.stderr.count("done already, skipped") == 2
 
 
+@pytest.mark.slow  # ~34 s: benchmark_data runs twelve settings
 def test_benchmark_scripts_print_only_json(user_dir):
     docs = [_corpus_lines()[i:i + 20] for i in range(0, 400, 20)]  # 20 documents
     (user_dir / "bench_corpus.txt").write_text("\n\n".join("\n".join(d) for d in docs) + "\n")

@@ -128,6 +128,7 @@ def test_mask_rate_study_and_rerun_skips_everything(env):
     assert again["rows"] == out["rows"]
 
 
+@pytest.mark.slow  # ~22 s; the suite keeps mask_mix, mask_rate, transfer and budget
 def test_nsp_study(env):
     out, workdir = _run(env, "nsp")
     _check_outputs(out, workdir, 2, ["full"])
@@ -141,6 +142,7 @@ def test_transfer_study_compares_modes_on_one_checkpoint(env):
     assert modes == {"full", "feature", "partial"}
 
 
+@pytest.mark.slow  # ~21 s
 def test_size_study_reports_shapes_and_perplexity(env):
     out, workdir = _run(env, "size", points=["size=tiny"], **{"data.max_seq_len": 32})
     _check_outputs(out, workdir, 1, ["full"])

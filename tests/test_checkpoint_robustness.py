@@ -208,6 +208,7 @@ def test_a_full_disk_stops_the_run_and_the_previous_checkpoint_resumes(tmp_path,
                       **{"train.async_checkpointing": async_save})
 
 
+@pytest.mark.slow  # ~18 s; the library-level row is tests/bad_inputs/test_bad_checkpoints.py
 def test_half_written_step_is_ignored_on_resume(tmp_path, prepared_dir):
     workdir = str(tmp_path / "half")
     train.train_and_evaluate(_config(prepared_dir, **{"train.steps": 4}), workdir)

@@ -110,6 +110,7 @@ def test_mask_mix_study_has_fine_tuning_and_feature_columns(env):
     assert [r.get("mask_token_prob") for r in out["rows"]] == [0.8, None]
 
 
+@pytest.mark.slow  # ~36 s; rerun-skipping is also covered by the GLUE grid and sweep tests
 def test_mask_rate_study_and_rerun_skips_everything(env):
     out, workdir = _run(env, "mask_rate", points=["mask_rate=0.15", "mask_rate=0.4"],
                         tasks=["CoLA", "STS-B"])

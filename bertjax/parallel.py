@@ -105,6 +105,14 @@ def make_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices), (AXIS,))
 
 
+def check_mode(mode: str, fsdp: bool, key: str = "parallel") -> None:
+    """`key`: where the fields live in the user's config ('parallel', 'config.parallel')."""
+    if mode not in MODES:
+        raise ValueError(f"{key}.mode={mode!r}: expected one of {MODES}")
+    if fsdp and mode != "jit":
+        raise ValueError(f"{key}.fsdp=True needs {key}.mode='jit'")
+
+
 def check_batch_divisible(global_batch: int, grad_accum: int, mode: str) -> None:
     """Raise before compiling when the global batch cannot be split evenly."""
     n_dev, n_proc = jax.device_count(), jax.process_count()
@@ -143,10 +151,7 @@ class DataParallel:
 
     def __init__(self, mode: str, step_fn: Callable, abstract_state, *, fsdp: bool = False,
                  eval_fn: Callable | None = None, mesh: Mesh | None = None):
-        if mode not in MODES:
-            raise ValueError(f"parallel.mode={mode!r}: expected one of {MODES}")
-        if mode == "pmap" and fsdp:
-            raise ValueError("parallel.fsdp=True needs parallel.mode='jit'")
+        check_mode(mode, fsdp)
         self.mode = mode
         self.mesh = mesh or make_mesh()
         self.batch_sharding = NamedSharding(self.mesh, P(AXIS))

@@ -190,11 +190,7 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
     for key in ("budget_minutes", "budget_flops"):
         if t[key] < 0:
             raise ValueError(f"train.{key}={t[key]}: expected >= 0 (0 = no budget)")
-    if config.parallel.mode not in parallel.MODES:
-        raise ValueError(f"parallel.mode={config.parallel.mode!r}: expected one of "
-                         f"{parallel.MODES}")
-    if config.parallel.fsdp and config.parallel.mode != "jit":
-        raise ValueError("parallel.fsdp=True needs parallel.mode='jit'")
+    parallel.check_mode(config.parallel.mode, config.parallel.fsdp)
     parallel.check_batch_divisible(t.batch_size, t.grad_accum_steps, config.parallel.mode)
     if d.packing == "sequences":
         attention.check_packing(model_cfg.attention_impl)

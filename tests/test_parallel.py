@@ -140,3 +140,11 @@ def test_fsdp_gathers_parameters_not_activations():
     float_gathers = [g for g in gathered if g[0].startswith(("f", "bf"))]
     assert float_gathers, "FSDP should all-gather the sharded parameters"
     assert all(shape in param_shapes for _, shape in float_gathers), float_gathers
+
+
+def test_mode_check_names_the_key_and_refuses_fsdp_under_pmap():
+    parallel.check_mode("jit", True)
+    with pytest.raises(ValueError, match=r"config.parallel.mode='vmap': expected one of"):
+        parallel.check_mode("vmap", False, key="config.parallel")
+    with pytest.raises(ValueError, match=r"parallel.fsdp=True needs parallel.mode='jit'"):
+        parallel.check_mode("pmap", True)

@@ -187,11 +187,7 @@ def validate_config(config) -> None:
         raise ValueError(f"config.mode={config.mode!r}: expected one of {transfer.MODES}")
     if config.source not in ("tsv", "tfds"):
         raise ValueError(f"config.source={config.source!r}: expected 'tsv' or 'tfds'")
-    if config.parallel.mode not in parallel.MODES:
-        raise ValueError(f"config.parallel.mode={config.parallel.mode!r}: expected one of "
-                         f"{parallel.MODES}")
-    if config.parallel.fsdp and config.parallel.mode != "jit":
-        raise ValueError("config.parallel.fsdp=True needs config.parallel.mode='jit'")
+    parallel.check_mode(config.parallel.mode, config.parallel.fsdp, key="config.parallel")
     if not config.learning_rates or min(config.learning_rates) <= 0:
         raise ValueError(f"config.learning_rates={config.learning_rates}: expected positive "
                          "values")

@@ -5,7 +5,8 @@ from configs import pretrain
 
 
 @pytest.mark.parametrize("arg", ["tiny", "mini", "small", "medium", "base", "large",
-                                 "base,gpu", "large,bert_recipe,tpu", "mini,no_nsp,position_learned"])
+                                 "base,gpu", "large,bert_recipe,tpu", "mini,no_nsp,position_learned",
+                                 "tiny,cpu_transfer", "mini,cpu_transfer"])
 def test_pretrain_configs_build_a_valid_model_config(arg):
     c = pretrain.get_config(arg)
     cfg = bert.BertConfig.from_dict(c.model.to_dict())
@@ -19,3 +20,16 @@ def test_unknown_preset_and_size_are_clear_errors():
         pretrain.get_config("base,gpux")
     with pytest.raises(ValueError, match="unknown model size 'gigantic'"):
         pretrain.get_config("gigantic")
+
+
+@pytest.mark.parametrize("size", ["tiny", "mini"])
+def test_cpu_transfer_preset_tokenizer_matches_vocab_and_init_scales_with_width(size):
+    from bertjax import cli
+    from bertjax.data import tokenizer as tokenizer_lib
+    c = pretrain.get_config(f"{size},cpu_transfer")
+    tok = tokenizer_lib.load(cli.repo_file(c.data.tokenizer))
+    tokenizer_lib.check_matches_model(tok, c.model.vocab_size)
+    assert tok.vocab_size == c.model.vocab_size == 8192
+    # 1/sqrt(hidden): 0.088 for tiny (hidden 128), 0.0625 for mini (hidden 256)
+    assert c.model.initializer_range == pytest.approx(c.model.hidden_size ** -0.5)
+    assert c.model.pre_layer_norm and c.train.budget_minutes == 60.0

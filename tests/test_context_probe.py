@@ -1,0 +1,74 @@
+"""The context probe: what the corruptions change and keep, and the probe end to end on a
+micro pretraining run."""
+import collections
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bertjax import context_probe, sweep, train
+from configs import pretrain
+
+SPECIALS = {0, 1, 2, 3, 4}   # [PAD] [UNK] [CLS] [SEP] [MASK]
+
+
+def _batch():
+    ids = np.array([[2, 10, 11, 4, 12, 3, 13, 14, 15, 3, 0, 0],
+                    [2, 20, 4, 21, 22, 23, 3, 24, 1, 25, 3, 0]])
+    mask = (ids != 0).astype(np.int32)
+    mask[1, 11] = 0
+    positions = np.array([[3, 7, 0], [2, 4, 0]])
+    weights = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    return ids, mask, positions, weights
+
+
+@pytest.mark.parametrize("variant", ["shuffled", "replaced"])
+def test_corruption_changes_only_unpredicted_ordinary_tokens(variant):
+    ids, mask, positions, weights = _batch()
+    rng = np.random.default_rng(0)
+    outs = [context_probe.corrupt(ids, mask, positions, weights, SPECIALS, 100, variant, rng)
+            for _ in range(20)]
+    for r in range(2):
+        fixed = np.isin(ids[r], list(SPECIALS)) | (mask[r] == 0)
+        fixed[positions[r][weights[r] > 0]] = True
+        for out in outs:
+            assert (out[r][fixed] == ids[r][fixed]).all()   # specials, padding, predictions
+            if variant == "shuffled":   # the same bag of words in every row
+                assert collections.Counter(out[r][~fixed]) == collections.Counter(ids[r][~fixed])
+            else:
+                assert not np.isin(out[r][~fixed], list(SPECIALS)).any()
+        # the context does move (20 draws: some permutation/replacement differs)
+        assert any((out[r][~fixed] != ids[r][~fixed]).any() for out in outs)
+    assert (context_probe.corrupt(ids, mask, positions, weights, SPECIALS, 100, "intact", rng)
+            == ids).all()
+    with pytest.raises(ValueError, match="unknown variant 'reversed'"):
+        context_probe.corrupt(ids, mask, positions, weights, SPECIALS, 100, "reversed", rng)
+
+
+def test_probe_end_to_end_on_a_micro_run(tmp_path):
+    c = sweep.apply_overrides(pretrain.get_config("tiny"), {
+        "model.num_layers": 1, "model.hidden_size": 32, "model.num_heads": 2,
+        "model.intermediate_size": 64, "data.max_seq_len": 32,
+        "data.max_predictions_per_seq": 5, "train.batch_size": 8, "train.steps": 3,
+        "train.log_every": 1, "train.eval_every": 3, "train.eval_steps": 1,
+        "train.checkpoint_every": 3, "train.async_checkpointing": False})
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(c, str(workdir))
+    out = context_probe.probe(str(workdir), batches=2, batch_size=8)
+    assert out["step"] == 3
+    # [MASK] positions only: fewer than all predictions (10% unchanged, 10% random), not none
+    assert 0 < out["mask_positions"] < 2 * 8 * 5
+    for v in context_probe.VARIANTS:
+        assert np.isfinite(out[v]["mlm_loss"]) and 0.0 <= out[v]["mlm_accuracy"] <= 1.0
+    # the corruption reaches the model: a random-ish model's loss moves when its context does
+    assert out["replaced"]["mlm_loss"] != out["intact"]["mlm_loss"]
+    assert out["context_nats"] == pytest.approx(
+        out["replaced"]["mlm_loss"] - out["intact"]["mlm_loss"])
+    # the script prints the same probe as JSON and nothing else on stdout
+    proc = subprocess.run([sys.executable, "scripts/context_probe.py", f"--workdir={workdir}",
+                           "--batches=2", "--batch_size=8"], capture_output=True, text=True,
+                          cwd=pretrain.__file__.rsplit("/configs/", 1)[0])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["intact"] == pytest.approx(out["intact"])

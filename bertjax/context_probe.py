@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from bertjax import checkpoint, losses
+from bertjax import checkpoint, losses, workdir as workdir_lib
 from bertjax.models import bert
 
 VARIANTS = ("intact", "shuffled", "replaced")
@@ -67,7 +67,7 @@ def probe(workdir: str, *, batches: int = 20, batch_size: int = 64, step: int | 
     from bertjax.data import pretraining, tokenizer as tok_lib
 
     root = epath.Path(workdir)
-    config_path = root / "config.json"
+    config_path = root / workdir_lib.CONFIG_FILE
     if not config_path.exists():
         raise FileNotFoundError(f"{config_path} not found; expected a pretraining workdir "
                                 "(scripts/pretrain.py --workdir)")

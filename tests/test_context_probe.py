@@ -2,6 +2,7 @@
 micro pretraining run."""
 import collections
 import json
+import os
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 from bertjax import context_probe, sweep, train
 from configs import pretrain
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECIALS = {0, 1, 2, 3, 4}   # [PAD] [UNK] [CLS] [SEP] [MASK]
 
 
@@ -69,6 +71,6 @@ def test_probe_end_to_end_on_a_micro_run(tmp_path):
     # the script prints the same probe as JSON and nothing else on stdout
     proc = subprocess.run([sys.executable, "scripts/context_probe.py", f"--workdir={workdir}",
                            "--batches=2", "--batch_size=8"], capture_output=True, text=True,
-                          cwd=pretrain.__file__.rsplit("/configs/", 1)[0])
+                          cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["intact"] == pytest.approx(out["intact"])

@@ -23,3 +23,27 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (optional; see README)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def train_wordpiece(tmp_path_factory):
+    """Factory: (texts, lower_case, vocab_size=2000) -> a WordPieceTokenizer whose vocab.txt was
+    trained on `texts` with Hugging Face `tokenizers` (BERT's normaliser and pre-tokenizer)."""
+    pytest.importorskip("tokenizers", reason="WordPiece needs HF tokenizers")
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    from bertjax.data import wordpiece
+
+    def train(texts, lower_case, vocab_size=2000):
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lower_case)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.train_from_iterator(texts, trainers.WordPieceTrainer(
+            vocab_size=vocab_size, show_progress=False,
+            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+        vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+        assert [i for _, i in vocab] == list(range(len(vocab)))
+        d = tmp_path_factory.mktemp("wordpiece")
+        (d / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
+        return wordpiece.load(d, do_lower_case=lower_case)
+    return train

@@ -31,6 +31,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from bertjax.data import offsets
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_IDS = {PAD: 0, UNK: 1, CLS: 2, SEP: 3, MASK: 4}
 # The capturing group makes re.split keep the matched token: odd items are special tokens.
@@ -89,6 +91,22 @@ class Tokenizer:
         # One thread: callers parallelise over processes, and per-call thread pools cost more
         # than they save on a document's worth of sentences.
         return self._sp.encode(list(texts), out_type=int, num_threads=1)
+
+    def encode_with_offsets(self, text: str, parse_specials: bool = True
+                            ) -> tuple[list[int], list[tuple[int, int]]]:
+        """(ids, spans): ids as encode() gives them, and for each the (start, end) characters
+        of `text` it came from (offsets.py: spans into the original text, blank edges trimmed)."""
+        return self.encode_batch_with_offsets([text], parse_specials)[0]
+
+    def encode_batch_with_offsets(self, texts: Sequence[str], parse_specials: bool = True):
+        return offsets.encode_batch_with_offsets(texts, self._encode_plain_with_offsets,
+                                                 SPECIAL_IDS, parse_specials)
+
+    def _encode_plain_with_offsets(self, texts: Sequence[str]):
+        # SentencePiece tracks the alignment through its normaliser; given str input, its
+        # offsets are code-point indices into that input.
+        out = self._sp.encode(list(texts), out_type="offset_mapping", num_threads=1)
+        return [(r["ids"], r["offsets"]) for r in out]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._sp.decode([int(i) for i in ids])

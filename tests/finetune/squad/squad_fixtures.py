@@ -41,3 +41,26 @@ def v2_raw():
 def write(path, raw):
     path.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
     return path
+
+
+class WhitespaceTokenizer:
+    """Stands in for a tokenizer: one token per whitespace-separated word, ids from a growing
+    vocabulary, so windows and positions can be worked out by hand."""
+    pad_id, unk_id, cls_id, sep_id, mask_id = 0, 1, 2, 3, 4
+
+    def __init__(self):
+        self.vocab = {}
+
+    def _id(self, word):
+        return self.vocab.setdefault(word, 5 + len(self.vocab))
+
+    def encode_batch(self, texts, parse_specials=True):
+        return [[self._id(w) for w in t.split()] for t in texts]
+
+    def encode_batch_with_offsets(self, texts, parse_specials=True):
+        import re
+        out = []
+        for t in texts:
+            words = list(re.finditer(r"\S+", t))
+            out.append(([self._id(m.group()) for m in words], [m.span() for m in words]))
+        return out

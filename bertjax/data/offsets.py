@@ -37,6 +37,22 @@ def _special_pattern(tokens: tuple[str, ...]) -> re.Pattern:
     return re.compile("|".join(re.escape(t) for t in tokens))
 
 
+class EncodesWithOffsets:
+    """The offsets half of a tokenizer's interface. A tokenizer class mixes it in and provides
+    `_encode_plain_with_offsets(texts) -> [(ids, raw spans)]` (no special-token parsing) and
+    `_special_ids_by_token` ({"[MASK]": id, ...})."""
+
+    def encode_with_offsets(self, text: str, parse_specials: bool = True) -> Encoded:
+        """(ids, spans): ids as encode() gives them, and for each the (start, end) characters
+        of `text` it came from (see the module docstring)."""
+        return self.encode_batch_with_offsets([text], parse_specials)[0]
+
+    def encode_batch_with_offsets(self, texts: Sequence[str], parse_specials: bool = True
+                                  ) -> list[Encoded]:
+        return encode_batch_with_offsets(texts, self._encode_plain_with_offsets,
+                                         self._special_ids_by_token, parse_specials)
+
+
 def encode_batch_with_offsets(
         texts: Sequence[str],
         encode_plain: Callable[[Sequence[str]], list[Encoded]],

@@ -42,8 +42,10 @@ MODEL_TYPES = ("unigram", "bpe")
 WORD_START = "\u2581"
 
 
-class Tokenizer:
+class Tokenizer(offsets.EncodesWithOffsets):
     """A loaded SentencePiece model. Cheap to pickle (the model is sent as bytes)."""
+
+    _special_ids_by_token = SPECIAL_IDS  # what encode_with_offsets maps typed specials to
 
     def __init__(self, path: str | os.PathLike, model_bytes: bytes | None = None):
         self.path = pathlib.Path(path)
@@ -91,16 +93,6 @@ class Tokenizer:
         # One thread: callers parallelise over processes, and per-call thread pools cost more
         # than they save on a document's worth of sentences.
         return self._sp.encode(list(texts), out_type=int, num_threads=1)
-
-    def encode_with_offsets(self, text: str, parse_specials: bool = True
-                            ) -> tuple[list[int], list[tuple[int, int]]]:
-        """(ids, spans): ids as encode() gives them, and for each the (start, end) characters
-        of `text` it came from (offsets.py: spans into the original text, blank edges trimmed)."""
-        return self.encode_batch_with_offsets([text], parse_specials)[0]
-
-    def encode_batch_with_offsets(self, texts: Sequence[str], parse_specials: bool = True):
-        return offsets.encode_batch_with_offsets(texts, self._encode_plain_with_offsets,
-                                                 SPECIAL_IDS, parse_specials)
 
     def _encode_plain_with_offsets(self, texts: Sequence[str]):
         # SentencePiece tracks the alignment through its normaliser; given str input, its

@@ -77,7 +77,7 @@ def infer_lower_case(tokens: Sequence[str]) -> bool:
                    if not (t.startswith("[") and t.endswith("]")))
 
 
-class WordPieceTokenizer:
+class WordPieceTokenizer(offsets.EncodesWithOffsets):
     """A BERT WordPiece vocabulary. Cheap to pickle (the vocabulary is sent as bytes)."""
 
     def __init__(self, path: str | os.PathLike, do_lower_case: bool | None = None,
@@ -127,16 +127,6 @@ class WordPieceTokenizer:
 
     def _encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
-
-    def encode_with_offsets(self, text: str, parse_specials: bool = True
-                            ) -> tuple[list[int], list[tuple[int, int]]]:
-        """(ids, spans): ids as encode() gives them, and for each the (start, end) characters
-        of `text` it came from (offsets.py: spans into the original text, blank edges trimmed)."""
-        return self.encode_batch_with_offsets([text], parse_specials)[0]
-
-    def encode_batch_with_offsets(self, texts: Sequence[str], parse_specials: bool = True):
-        return offsets.encode_batch_with_offsets(texts, self._encode_plain_with_offsets,
-                                                 self._special_ids_by_token, parse_specials)
 
     def _encode_plain_with_offsets(self, texts: Sequence[str]):
         # `tokenizers` aligns through lower-casing and accent stripping: offsets index `texts`.

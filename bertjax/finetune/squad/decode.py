@@ -55,6 +55,9 @@ def decode(examples: Sequence[Example], features: Features, start_logits, end_lo
     if start_logits.shape != shape or end_logits.shape != shape:
         raise ValueError(f"logits of shape {start_logits.shape} / {end_logits.shape}; expected "
                          f"{shape}, one row per window of the features")
+    if np.any(np.diff(features.example_index) < 0) or (
+            len(features) and features.example_index[-1] >= len(examples)):
+        raise ValueError("features must be the windows of `examples`, in build_features order")
     if n_best_size < 1 or max_answer_length < 1:
         raise ValueError(f"n_best_size={n_best_size}, max_answer_length={max_answer_length}: "
                          "expected positive integers")

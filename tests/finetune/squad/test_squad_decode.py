@@ -168,6 +168,8 @@ def test_logits_must_match_the_features():
     f = _features([_example()], 16)
     with pytest.raises(ValueError, match=r"logits of shape \(2, 16\).*expected \(1, 16\)"):
         D.decode([_example()], f, np.zeros((2, 16)), np.zeros((2, 16)))
+    with pytest.raises(ValueError, match="windows of `examples`, in build_features order"):
+        D.decode([], f, np.zeros((1, 16)), np.zeros((1, 16)))
 
 
 def test_writers(tmp_path):

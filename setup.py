@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
     "blingfire>=0.1.8,<0.2",
     "scikit-learn>=1.9,<2",
     "scipy>=1.17,<2",
+    # CoNLL-2003's entity-level scores (conlleval's chunk rules); bertjax/finetune/ner/metric.py.
+    "seqeval>=1.2.2,<1.3",
     # WordPiece (BERT's vocab.txt) for imported checkpoints; a small Rust wheel, no torch.
     "tokenizers>=0.23.3,<0.24",
     # Study figures (bertjax/study.py), written as PNG and SVG with the Agg backend.

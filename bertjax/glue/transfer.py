@@ -23,21 +23,9 @@ from flax import traverse_util
 
 from bertjax.models import bert
 from bertjax.models.dropout import Dropout
+from bertjax.models.layer_features import ScalarMix
 
 MODES = ("full", "partial", "feature")
-
-
-class ScalarMix(nn.Module):
-    """gamma * sum_k softmax(s)_k * h_k over hidden_states [K, batch, length, hidden]
-    (Peters et al. 2018, eq. 1). s starts at zero (an equal mix), gamma at one."""
-
-    @nn.compact
-    def __call__(self, hidden_states):
-        k = hidden_states.shape[0]
-        s = self.param("scalar_weights", nn.initializers.zeros, (k,), jnp.float32)
-        gamma = self.param("gamma", nn.initializers.ones, (), jnp.float32)
-        w = jax.nn.softmax(s).astype(hidden_states.dtype)
-        return gamma.astype(hidden_states.dtype) * jnp.einsum("k,kbth->bth", w, hidden_states)
 
 
 class FeatureClassifier(nn.Module):

@@ -23,6 +23,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from bertjax.finetune.own_data import tfds_records
+
 # The metric kinds of metrics.py; each task reports all metrics of its kind.
 ACCURACY, F1_ACCURACY, MATTHEWS, CORRELATION = "accuracy", "f1_accuracy", "matthews", "correlation"
 
@@ -277,16 +279,10 @@ def split_from_records(spec: TaskSpec, records, label_names: Sequence[str] | Non
 
 
 def load_task_tfds(spec: TaskSpec, data_dir: str | None = None) -> TaskData:
-    """The same TaskData from TFDS `glue/<config>` (needs tensorflow; the files must already be
-    prepared in data_dir, since these machines cannot download)."""
-    try:
-        import tensorflow  # noqa: F401  (TFDS's glue builder reads TFRecords through TF)
-        import tensorflow_datasets as tfds
-    except ImportError as e:
-        raise ImportError(f"source='tfds' needs tensorflow and tensorflow-datasets ({e}); "
-                          "use the TSV layout (--glue_dir) instead") from e
+    """The same TaskData from TFDS `glue/<config>`, prepared beforehand in data_dir (these
+    machines cannot download); read without TensorFlow when prepared as array_record."""
     name = f"glue/{TFDS_CONFIG[spec.name]}"
-    builder = tfds.builder(name, data_dir=data_dir)
+    builder = tfds_records.builder(name, data_dir)
     # TFDS's ClassLabel index i is GLUE's label "i" for the 0/1 tasks (e.g. CoLA 1 =
     # 'acceptable'); only the tasks with word labels need their names mapped.
     names = None
@@ -296,7 +292,7 @@ def load_task_tfds(spec: TaskSpec, data_dir: str | None = None) -> TaskData:
                                          spec.name: "test"})
 
     def read(key, labelled):
-        ds = tfds.as_numpy(builder.as_dataset(split=splits[key]))
+        ds = tfds_records.read_records(builder, splits[key])
         return split_from_records(spec, ds, names, f"{name}:{splits[key]}", labelled)
 
     dev = {k: read(k, True) for k in spec.dev}

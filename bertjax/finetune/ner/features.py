@@ -16,7 +16,9 @@ one by one with parse_specials=False (a word "[SEP]" in a sentence is text).
   is the same for all such words and carries none of the word, so the label goes on the first
   piece after it; the "▁" stays in the row (the model saw it there in pretraining).
   A word that encodes to no piece at all (only characters the normaliser drops, e.g. a
-  zero-width space) becomes [UNK], so that every word has a position and a prediction.
+  zero-width space) becomes [UNK], so that every word has a position and a prediction. A
+  literal "▁" in a word is whitespace to SentencePiece (it is how it writes spaces): the word
+  "▁" alone has no piece (-> [UNK]), and "a▁b" is ['▁a', '▁b'], still one word labelled on '▁a'.
 
 Long sentences are never truncated. A sentence whose pieces do not fit in max_seq_length - 2
 is cut into windows of that many pieces, `stride` pieces apart (default half a window), as

@@ -117,6 +117,12 @@ def test_committed_sentencepiece_pieces_equal_sentence_encoding():
     at = np.flatnonzero(f.predicts)
     assert tok.id_to_piece(f.tokens[at[-1]]) == "." and tok.id_to_piece(f.tokens[at[-1] - 1]) \
         == "\u2581"
+    # A literal marker is whitespace to SentencePiece: alone it is no piece ([UNK]); inside a
+    # word it splits the pieces, which stay one word.
+    g = features.build_features([["\u2581", "a\u2581b"]], [[1, 2]], tok, max_seq_length=16)
+    assert [tok.id_to_piece(i) for i in g.tokens] == ["[CLS]", "[UNK]", "\u2581a", "\u2581b",
+                                                      "[SEP]"]
+    assert g.labels.tolist() == [-1, 1, 2, -1, -1] and g.word_index.tolist() == [-1, 0, 1, 1, -1]
 
 
 def test_wordpiece_pieces_equal_sentence_encoding(train_wordpiece):

@@ -1,6 +1,5 @@
 """BiLSTM tagging head: parameter layout, numerics against a numpy LSTM, and padding."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

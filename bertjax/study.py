@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from bertjax import records, sweep
+from bertjax import dir_lock, records, sweep
 
 log = logging.getLogger("bertjax.study")
 
@@ -169,6 +169,7 @@ def _swept(overrides: Mapping) -> dict:
     return {k.split(".")[-1]: overrides[k] for k in keys}
 
 
+@dir_lock.locked("workdir", "study")
 def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, workdir: str,
               tasks: Sequence[str], *, points: Sequence[str] = (),
               baselines_dir: str = "", baselines_only: bool = False,

@@ -14,7 +14,7 @@ from typing import Callable
 
 import ml_collections
 
-from bertjax import records
+from bertjax import dir_lock, records
 
 log = logging.getLogger("bertjax.sweep")
 SUMMARY_KEYS = ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy")
@@ -44,6 +44,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict):
     return config
 
 
+@dir_lock.locked("workdir", "sweep")
 def run_sweep(config, points: list[dict], workdir: str,
               train_fn: Callable | None = None) -> list[dict]:
     if train_fn is None:

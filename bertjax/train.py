@@ -27,6 +27,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from bertjax import checkpoint as ckpt_lib
+from bertjax import dir_lock
 from bertjax import losses, metrics as metrics_lib, optim, parallel, preemption, records
 from bertjax import workdir as workdir_lib
 from bertjax.data import prefetch as prefetch_lib
@@ -242,6 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     model_cfg = check_config(config)
     all_phases = phases(config)
     workdir = epath.Path(workdir)
+    lock = dir_lock.hold(workdir, "pretraining").acquire()  # one run per workdir, until return
     workdir_lib.check_same_experiment(workdir, config, _RESUME_MUST_MATCH)
     tok = tok_lib.load(config.data.tokenizer)
     tok_lib.check_matches_model(tok, model_cfg.vocab_size)
@@ -261,6 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
         return _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main)
     finally:
         ckpts.close()
+        lock.release()
 
 
 def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main) -> RunResult:

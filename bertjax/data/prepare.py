@@ -32,7 +32,7 @@ from absl import logging
 from array_record.python import array_record_module
 from tensorflow_datasets.core import dataset_builder
 
-from bertjax import records
+from bertjax import dir_lock, records
 from bertjax.data import corpus as corpus_lib
 from bertjax.data import tokenizer as tokenizer_lib
 
@@ -380,6 +380,7 @@ def _summarise(unit_stats: list[dict], wall: float, lines_are_sentences: bool) -
 # --------------------------------------------------------------------------------------------
 # Entry points.
 
+@dir_lock.locked("prepared_dir", "data preparation")
 def prepare(corpus_spec: str, tokenizer_path, prepared_dir: str | os.PathLike, *,
             corpus_format: str = "auto", eval_fraction: float = 0.01, num_workers: int = 0,
             tfds_data_dir: str = "", progress: bool = True,

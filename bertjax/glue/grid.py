@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from bertjax import optim, parallel, records
+from bertjax import dir_lock, optim, parallel, records
 from bertjax.glue import data, finetune, pretrained, report, tasks, transfer
 
 
@@ -211,6 +211,7 @@ def validate_config(config) -> None:
         raise ValueError(f"config.log_every={config.log_every}: expected >= 1")
 
 
+@dir_lock.locked("workdir", "GLUE fine-tuning")
 def run(config: ml_collections.ConfigDict, glue_dir: str, init_checkpoint: str, workdir: str,
         tokenizer_path: str = "") -> dict:
     """Fine-tunes and evaluates config.task (or every task found, for 'all'); writes per-task

@@ -30,7 +30,8 @@ from bertjax import dir_lock, records, sweep
 
 log = logging.getLogger("bertjax.study")
 
-PRETRAIN_COLUMNS = ("step", "mlm_loss", "mlm_accuracy", "mlm_perplexity", "nsp_accuracy")
+PRETRAIN_COLUMNS = ("step", "mlm_loss", "mlm_accuracy", "mlm_perplexity", "nsp_accuracy",
+                    "context_nats", "escape_step")
 BUDGET_COLUMNS = ("budget_minutes_used", "budget_flops_used", "stopped_by_budget")
 
 
@@ -236,7 +237,8 @@ def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, wor
                "step": r["step"], "mlm_loss": ev.get("mlm_loss"),
                "mlm_accuracy": ev.get("mlm_accuracy"),
                "mlm_perplexity": math.exp(ev["mlm_loss"]) if "mlm_loss" in ev else None,
-               "nsp_accuracy": ev.get("nsp_accuracy")}
+               "nsp_accuracy": ev.get("nsp_accuracy"), "context_nats": ev.get("context_nats"),
+               "escape_step": r.get("escape_step")}
         if cfg.train.budget_minutes or cfg.train.budget_flops:
             b = r.get("budget") or {}
             row.update(budget_minutes_used=b.get("minutes"), budget_flops_used=b.get("flops"),

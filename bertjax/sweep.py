@@ -14,10 +14,10 @@ from typing import Callable
 
 import ml_collections
 
-from bertjax import dir_lock, records
+from bertjax import context_probe, dir_lock, records
 
 log = logging.getLogger("bertjax.sweep")
-SUMMARY_KEYS = ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy")
+SUMMARY_KEYS = ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "context_nats")
 
 
 def point_name(overrides: dict) -> str:
@@ -68,7 +68,8 @@ def run_sweep(config, points: list[dict], workdir: str,
         out = train_fn(cfg, point_dir)
         row = {"point": name, "overrides": overrides, "step": out.step,
                "train": out.last_train, "eval": out.last_eval,
-               "budget": getattr(out, "budget", None)}
+               "budget": getattr(out, "budget", None),
+               "escape_step": context_probe.run_escape_step(point_dir)}
         if out.preempted:  # no result.json: the next run resumes this point
             log.warning("sweep point %s preempted at step %d", name, out.step)
             break
@@ -79,6 +80,7 @@ def run_sweep(config, points: list[dict], workdir: str,
 
 
 def write_summary(results: list[dict], workdir: str) -> None:
-    header = ["point", "step"] + [f"eval_{k}" for k in SUMMARY_KEYS]
-    rows = [[r["point"], r["step"]] + [r["eval"].get(k) for k in SUMMARY_KEYS] for r in results]
+    header = ["point", "step"] + [f"eval_{k}" for k in SUMMARY_KEYS] + ["escape_step"]
+    rows = [[r["point"], r["step"]] + [r["eval"].get(k) for k in SUMMARY_KEYS]
+            + [r.get("escape_step")] for r in results]
     records.write_table(os.path.join(workdir, "summary"), header, rows)

@@ -9,7 +9,6 @@ the SIGTERM flag (preemption), one experiment per workdir (workdir).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -27,7 +26,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from bertjax import checkpoint as ckpt_lib
-from bertjax import dir_lock
+from bertjax import context_probe, dir_lock
 from bertjax import losses, metrics as metrics_lib, optim, parallel, preemption, records
 from bertjax import workdir as workdir_lib
 from bertjax.data import prefetch as prefetch_lib
@@ -332,13 +331,18 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
     peak = metrics_lib.peak_flops()
 
     def run_eval(state, step):
+        # Each eval batch also goes through with its context shuffled: context_nats (the
+        # escape from the unigram plateau, bertjax/context_probe.py) at every eval.
         it = make_iterator("eval", phase_at(all_phases, step), seed_offset=7)
-        total = None
-        with contextlib.closing(device_batches(it, 0)) as batches_:
-            for _, (b, _) in zip(range(config.train.eval_steps), batches_):
-                sums = dp.metrics_to_host(dp.eval(state, b))
-                total = sums if total is None else jax.tree_util.tree_map(np.add, total, sums)
-        out = summarize(total)
+        rng, total = np.random.default_rng(step), {}
+        for _, b in zip(range(config.train.eval_steps), it):
+            bert.check_token_ids(b["input_ids"], model_cfg.vocab_size)
+            for name, fed in context_probe.eval_feeds(b, tok, model_cfg.vocab_size, rng).items():
+                sums = dp.metrics_to_host(dp.eval(state, dp.put_batch(fed)))
+                total[name] = jax.tree_util.tree_map(np.add, total[name], sums) if name in total \
+                    else sums
+        out = dict(summarize(total["all"]),
+                   **context_probe.eval_summary(total["intact"], total["shuffled"]))
         writer.write(step, "eval", out)
         log.info("eval step %d: %s", step, format_metrics(out))
         return out
@@ -404,7 +408,8 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                                             phase, model_cfg, peak)
                     writer.write(step, "train", last_train)
                     bar.set_postfix(loss=f"{last_train['loss']:.3f}",
-                                    mlm_acc=f"{last_train['mlm_accuracy']:.3f}")
+                                    mlm_acc=f"{last_train['mlm_accuracy']:.3f}",
+                                    ctx=f"{last_eval.get('context_nats', float('nan')):.2f}")
                     window_start, window_steps = now, 0
                 if step % config.train.eval_every == 0 or step == config.train.steps or over:
                     last_eval = run_eval(state, step)

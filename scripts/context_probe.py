@@ -3,7 +3,8 @@ the context intact, shuffled, or replaced by random tokens (bertjax/context_prob
 
   python scripts/context_probe.py --workdir runs/study_transfer/base --batches 20
 
-`context_nats` (replaced - intact) near 0 means the model is on the unigram plateau: it copies
+`context_nats` (shuffled - intact; `replaced_nats` = replaced - intact) near 0 means the model is on
+the unigram plateau: it copies
 unmasked tokens and predicts unigram frequencies at [MASK], and has nothing to transfer.
 """
 import json

@@ -67,10 +67,54 @@ def test_probe_end_to_end_on_a_micro_run(tmp_path):
     # the corruption reaches the model: a random-ish model's loss moves when its context does
     assert out["replaced"]["mlm_loss"] != out["intact"]["mlm_loss"]
     assert out["context_nats"] == pytest.approx(
+        out["shuffled"]["mlm_loss"] - out["intact"]["mlm_loss"])
+    assert out["replaced_nats"] == pytest.approx(
         out["replaced"]["mlm_loss"] - out["intact"]["mlm_loss"])
+    # every pretraining eval row carries the same measurement on the eval batches
+    evals = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [3]
+    row = evals[0]
+    assert np.isfinite(row["mask_mlm_loss"]) and np.isfinite(row["shuffled_mask_mlm_loss"])
+    assert row["shuffled_mask_mlm_loss"] != row["mask_mlm_loss"]   # the shuffle reaches it
+    assert row["context_nats"] == pytest.approx(
+        row["shuffled_mask_mlm_loss"] - row["mask_mlm_loss"])
+    assert context_probe.run_escape_step(str(workdir), threshold=-100.0) == 3
+    assert context_probe.run_escape_step(str(workdir), threshold=100.0) is None
     # the script prints the same probe as JSON and nothing else on stdout
     proc = subprocess.run([sys.executable, "scripts/context_probe.py", f"--workdir={workdir}",
                            "--batches=2", "--batch_size=8"], capture_output=True, text=True,
                           cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["intact"] == pytest.approx(out["intact"])
+
+
+def test_mask_only_keeps_the_weights_at_mask_inputs():
+    ids, mask, positions, weights = _batch()
+    batch = {"input_ids": ids, "input_mask": mask, "masked_positions": positions,
+             "masked_weights": weights}
+    out = context_probe.mask_only(batch, mask_id=4)
+    # row 0 predicts positions 3 ([MASK]) and 7 (14, left as is); row 1 positions 2 ([MASK])
+    # and 4 (22); the padding slot stays 0
+    np.testing.assert_array_equal(out["masked_weights"], [[1, 0, 0], [1, 0, 0]])
+    assert out["masked_weights"].dtype == weights.dtype
+    assert out["input_ids"] is ids and batch["masked_weights"] is weights   # nothing mutated
+
+
+def test_eval_summary_on_hand_made_sums():
+    intact = {"mlm_loss_sum": 30.0, "mlm_correct": 2.0, "mlm_count": 10.0}    # 3.0 nats
+    shuffled = {"mlm_loss_sum": 42.0, "mlm_correct": 1.0, "mlm_count": 10.0}  # 4.2 nats
+    out = context_probe.eval_summary(intact, shuffled)
+    assert out == pytest.approx({"mask_mlm_loss": 3.0, "shuffled_mask_mlm_loss": 4.2,
+                                 "context_nats": 1.2})
+
+
+def test_escape_step_is_the_first_eval_at_or_over_the_threshold():
+    rows = [{"step": 300, "context_nats": 0.7}, {"step": 100, "context_nats": 0.01},
+            {"step": 200, "context_nats": 0.5}, {"step": 400, "context_nats": 0.2},
+            {"step": 50, "mlm_loss": 7.0}]   # a row without the metric (an older run)
+    assert context_probe.escape_step(rows) == 200          # 0.5 counts (>=), order not assumed
+    assert context_probe.escape_step(rows, threshold=0.6) == 300
+    assert context_probe.escape_step(rows, threshold=0.8) is None
+    assert context_probe.escape_step([]) is None
+    assert context_probe.ESCAPE_NATS == 0.5

@@ -107,6 +107,8 @@ class DirLock:
                 mine._depth += 1
                 self._outer = mine
                 return self
+        # A run refused by a later check leaves no empty directory behind (see release).
+        self._made_dir = not os.path.isdir(self.directory)
         os.makedirs(self.directory, exist_ok=True)
         record = {"host": socket.gethostname(), "pid": os.getpid(), "what": self.what,
                   "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -197,6 +199,11 @@ class DirLock:
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
+                pass
+        if getattr(self, "_made_dir", False):
+            try:
+                os.rmdir(self.directory)  # only when empty
+            except OSError:
                 pass
 
     def release_all(self) -> None:

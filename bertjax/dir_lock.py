@@ -109,7 +109,11 @@ class DirLock:
                 return self
         # A run refused by a later check leaves no empty directory behind (see release).
         self._made_dir = not os.path.isdir(self.directory)
-        os.makedirs(self.directory, exist_ok=True)
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as e:  # e.g. a file where the directory should be, a read-only mount
+            raise OSError(f"{self.directory} cannot be written ({e.strerror}: {e.filename}); "
+                          "expected a directory this run can create and write") from e
         record = {"host": socket.gethostname(), "pid": os.getpid(), "what": self.what,
                   "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                   "token": self.token}

@@ -243,13 +243,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     all_phases = phases(config)
     workdir = epath.Path(workdir)
     lock = dir_lock.hold(workdir, "pretraining").acquire()  # one run per workdir, until return
-    workdir_lib.check_same_experiment(workdir, config, _RESUME_MUST_MATCH)
-    tok = tok_lib.load(config.data.tokenizer)
-    tok_lib.check_matches_model(tok, model_cfg.vocab_size)
-    is_main = jax.process_index() == 0
-    ckpts = ckpt_lib.RunCheckpoints(workdir / ckpt_lib.CHECKPOINT_SUBDIR,
-                                    max_to_keep=config.train.keep_checkpoints,
-                                    async_save=config.train.async_checkpointing)
+    try:  # a check that refuses the run leaves the workdir as it found it (no lock file)
+        workdir_lib.check_same_experiment(workdir, config, _RESUME_MUST_MATCH)
+        tok = tok_lib.load(config.data.tokenizer)
+        tok_lib.check_matches_model(tok, model_cfg.vocab_size)
+        is_main = jax.process_index() == 0
+        ckpts = ckpt_lib.RunCheckpoints(workdir / ckpt_lib.CHECKPOINT_SUBDIR,
+                                        max_to_keep=config.train.keep_checkpoints,
+                                        async_save=config.train.async_checkpointing)
+    except BaseException:
+        lock.release()
+        raise
     try:
         if is_main:
             workdir_lib.save_config(workdir, config)

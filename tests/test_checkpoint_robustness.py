@@ -121,7 +121,8 @@ def test_entry_point_reports_an_unwritable_workdir_in_one_line(tmp_path):
         env=dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="", JAX_PLATFORMS="cpu"))
     assert proc.returncode == 1
     lines = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
-    assert len(lines) == 1 and f"{tmp_path}/runs/tiny/checkpoints cannot be written" in lines[0]
+    # The workdir lock, taken first, is what finds that runs/tiny cannot be made.
+    assert len(lines) == 1 and f"{tmp_path}/runs/tiny cannot be written" in lines[0]
     assert "Traceback" not in proc.stderr
 
 

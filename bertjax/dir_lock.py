@@ -27,8 +27,10 @@ import datetime
 import functools
 import inspect
 import json
+import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -130,7 +132,6 @@ class DirLock:
                     "for it to finish or use another directory (nothing was written). If that "
                     "run is gone, delete the lock file")
             if self._take_over(holder, record):
-                import logging
                 logging.getLogger("bertjax.dir_lock").warning(
                     "took over the stale lock of %s (%s)", describe(holder), reason)
                 break
@@ -239,7 +240,6 @@ class _NoLock:
 
 
 def _is_main() -> bool:
-    import sys
     if "jax" not in sys.modules:  # preparation alone never imports jax: one process
         return True
     import jax

@@ -242,8 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     model_cfg = check_config(config)
     all_phases = phases(config)
     workdir = epath.Path(workdir)
-    lock = dir_lock.hold(workdir, "pretraining").acquire()  # one run per workdir, until return
-    try:  # a check that refuses the run leaves the workdir as it found it (no lock file)
+    with dir_lock.hold(workdir, "pretraining"):  # one run per workdir; released on any exit
         workdir_lib.check_same_experiment(workdir, config, _RESUME_MUST_MATCH)
         tok = tok_lib.load(config.data.tokenizer)
         tok_lib.check_matches_model(tok, model_cfg.vocab_size)
@@ -251,22 +250,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
         ckpts = ckpt_lib.RunCheckpoints(workdir / ckpt_lib.CHECKPOINT_SUBDIR,
                                         max_to_keep=config.train.keep_checkpoints,
                                         async_save=config.train.async_checkpointing)
-    except BaseException:
-        lock.release()
-        raise
-    try:
-        if is_main:
-            workdir_lib.save_config(workdir, config)
-            prepared = pretraining.prepare_if_needed(config.data, str(workdir), tokenizer=tok)
-        # Process 0 prepares (the default prepared_dir is shared through the workdir); the
-        # others then find it prepared, or prepare their own when data.prepared_dir is local.
-        parallel.barrier("prepared")
-        if not is_main:
-            prepared = pretraining.prepare_if_needed(config.data, str(workdir), tokenizer=tok)
-        return _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main)
-    finally:
-        ckpts.close()
-        lock.release()
+        try:
+            if is_main:
+                workdir_lib.save_config(workdir, config)
+                prepared = pretraining.prepare_if_needed(config.data, str(workdir), tokenizer=tok)
+            # Process 0 prepares (the default prepared_dir is shared through the workdir); the
+            # others then find it prepared, or prepare their own when data.prepared_dir is local.
+            parallel.barrier("prepared")
+            if not is_main:
+                prepared = pretraining.prepare_if_needed(config.data, str(workdir), tokenizer=tok)
+            return _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main)
+        finally:
+            ckpts.close()
 
 
 def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main) -> RunResult:

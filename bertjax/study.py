@@ -37,7 +37,7 @@ BUDGET_COLUMNS = ("budget_minutes_used", "budget_flops_used", "stopped_by_budget
 
 def _average_keys(task: str) -> list[str]:
     """The task's scores in the BERT paper's GLUE average (MRPC F1, STS-B Spearman, ...)."""
-    from bertjax.glue import metrics, tasks as tasks_lib
+    from bertjax.finetune.glue import metrics, tasks as tasks_lib
     return ([k for t, k in metrics.BERT_PAPER_AVERAGE if t == task]
             or [tasks_lib.get_task(task).primary])  # WNLI, left out of the paper's average
 
@@ -76,7 +76,8 @@ class _Progress:
 
 def check_study(study: Mapping, config, glue_config, glue_dir: str, tasks: Sequence[str]):
     """Everything cheap to check, before any pretraining starts."""
-    from bertjax.glue import grid, tasks as tasks_lib
+    from bertjax.finetune import grid
+    from bertjax.finetune.glue import tasks as tasks_lib
     if not study.get("points"):
         raise ValueError("the study has no points")
     if not study.get("modes"):
@@ -100,7 +101,7 @@ def check_study(study: Mapping, config, glue_config, glue_dir: str, tasks: Seque
 
 
 def _glue_config(glue_config, task: str, overrides: Mapping):
-    from bertjax.glue import tasks as tasks_lib
+    from bertjax.finetune.glue import tasks as tasks_lib
     c = ml_collections.ConfigDict(glue_config.to_dict())
     c.task = tasks_lib.get_task(task).name
     for k, v in overrides.items():
@@ -119,7 +120,7 @@ def _shape(point_cfg) -> tuple[str, dict]:
 def _run_glue(glue_config, glue_dir, tasks, modes, init_checkpoint, workdir: pathlib.Path,
               tokenizer, progress, label, model: dict | None = None) -> dict:
     """mode -> task -> results.json of that task (median over seeds at the chosen point)."""
-    from bertjax.glue import grid
+    from bertjax.finetune import grid
     out = {}
     for mode, overrides in modes.items():
         out[mode] = {}

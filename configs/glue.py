@@ -15,7 +15,7 @@ overridden: `--config.learning_rates='(1e-4,)' --config.num_seeds=3`.
 """
 import ml_collections
 
-from bertjax.glue.tasks import TASK_NAMES
+from bertjax.finetune.glue.tasks import TASK_NAMES
 from bertjax.models import bert
 
 

@@ -6,7 +6,7 @@
 from absl import app, flags
 
 from bertjax import cli
-from bertjax.glue import report
+from bertjax.finetune import report
 
 flags.DEFINE_list("workdirs", None, "GLUE workdirs written by finetune_glue.py")
 flags.DEFINE_list("labels", None, "column headings (default: the workdirs' names)")

@@ -11,7 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from bertjax import cli
-from bertjax.glue import grid
+from bertjax.finetune import grid
 
 config_flags.DEFINE_config_file("config", None, "configs/glue.py:<task>[,preset...]",
                                 lock_config=True)

@@ -13,7 +13,7 @@ import pytest
 from bertjax import study, sweep, train
 from configs import pretrain
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "glue"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "finetune", "glue"))
 from glue_fixtures import micro_config, write_task  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from bertjax import checkpoint, train
 from bertjax import workdir as workdir_lib
 from bertjax.convert import hf
 from bertjax.data import tokenizer
-from bertjax.glue import pretrained, transfer
+from bertjax.finetune import pretrained, transfer
 from bertjax.models import bert
 from configs import glue as glue_config
 from configs import pretrain

@@ -5,7 +5,7 @@ import pytest
 from bad_input_helpers import REPO, assert_one_line_error, checksums, run_script
 
 from bertjax import checkpoint, train
-from bertjax.glue import grid
+from bertjax.finetune import grid
 from configs import glue as glue_config
 from configs import pretrain
 

@@ -7,7 +7,9 @@ import random
 import pytest
 from bad_input_helpers import checksums, sentence
 
-from bertjax.glue import grid, tasks
+from bertjax.finetune import grid
+
+from bertjax.finetune.glue import tasks
 from configs import glue as glue_config
 
 RTE = tasks.get_task("RTE")

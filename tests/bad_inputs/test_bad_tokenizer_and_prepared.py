@@ -14,7 +14,7 @@ from bad_input_helpers import REPO, bert_corpus, checksums, sentence
 
 from bertjax import checkpoint
 from bertjax.data import prepare, pretraining, tokenizer
-from bertjax.glue import pretrained
+from bertjax.finetune import pretrained
 from configs import glue as glue_config
 from configs import pretrain
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from bertjax.finetune.own_data import tfds_records
 from bertjax.finetune.own_data.files import OwnData, OwnDataError
-from bertjax.glue.tasks import Split
+from bertjax.finetune.glue.tasks import Split
 
 LABELS = ("neg", "pos")
 DEV_FRACTION = 0.1

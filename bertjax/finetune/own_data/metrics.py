@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-from bertjax.glue import metrics as glue_metrics
-from bertjax.glue import tasks as glue_tasks
+from bertjax.finetune.glue import metrics as glue_metrics
+from bertjax.finetune.glue import tasks as glue_tasks
 
 CLASSIFICATION_PRIMARY, REGRESSION_PRIMARY = "accuracy", "spearman"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bertjax.finetune.own_data import files
-from bertjax.glue import tasks
+from bertjax.finetune.glue import tasks
 
 WORDS = "the a film movie good bad plot actor was is it this that said rose fell yes no".split()
 

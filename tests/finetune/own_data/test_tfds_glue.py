@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bertjax.glue import tasks
+from bertjax.finetune.glue import tasks
 
 
 @pytest.mark.parametrize("task", ["MRPC", "STS-B", "CoLA"])

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bertjax.glue import tasks
+from bertjax.finetune.glue import tasks
 from bertjax.models import bert
 
 

@@ -11,7 +11,7 @@ from glue_fixtures import WORDS, write_task
 from bertjax import checkpoint, sweep, train
 from bertjax.convert import output
 from bertjax.data import wordpiece
-from bertjax.glue import grid, pretrained
+from bertjax.finetune import grid, pretrained
 from bertjax.models import bert
 from configs import pretrain
 

@@ -2,7 +2,7 @@
 `run(config, glue_dir, init_checkpoint, workdir)`.
 
 For each task: read and tokenise the data once; then for every point of the grid and every
-seed, fine-tune from the same initialisation (finetune.FineTuner, one per batch size). A grid
+seed, fine-tune from the same initialisation (trainer.FineTuner, one per batch size). A grid
 point is scored by the median of its seeds' dev metric; the best point's medians are the task's
 reported result, and its best-on-dev run writes the test-set submission. Finished runs are
 cached under <workdir>/<task>/runs/ and reused when the same config runs again.
@@ -24,7 +24,8 @@ import numpy as np
 from absl import logging
 
 from bertjax import dir_lock, optim, parallel, records
-from bertjax.glue import data, finetune, pretrained, report, tasks, transfer
+from bertjax.finetune import trainer, pretrained, report, transfer
+from bertjax.finetune.glue import data, tasks
 
 
 def seeds_for(config, spec: tasks.TaskSpec) -> list[int]:
@@ -99,7 +100,7 @@ def finetune_task(config, spec: tasks.TaskSpec, task_data: tasks.TaskData,
                 run_dir = task_dir / "runs" / run_name(lr, bs, seed)
                 r = _cached_run(run_dir, fingerprint)
                 if r is None:
-                    tuner = tuner or finetune.FineTuner(config, init, inputs, bs)
+                    tuner = tuner or trainer.FineTuner(config, init, inputs, bs)
                     r = _run(tuner, run_dir, fingerprint, lr=lr, seed=seed)
                 runs.append(r)
 
@@ -155,7 +156,7 @@ def _cached_run(run_dir: pathlib.Path, fingerprint: str) -> dict | None:
     return old
 
 
-def _run(tuner: finetune.FineTuner, run_dir: pathlib.Path, fingerprint: str, *, lr: float,
+def _run(tuner: trainer.FineTuner, run_dir: pathlib.Path, fingerprint: str, *, lr: float,
          seed: int) -> dict:
     # A run without run.json did not finish: its logs start over.
     if _is_main() and run_dir.exists():

@@ -5,7 +5,7 @@ import pytest
 import scipy.stats
 from sklearn import metrics as skm
 
-from bertjax.glue import metrics, tasks
+from bertjax.finetune.glue import metrics, tasks
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from bertjax import records
-from bertjax.glue import metrics, tasks
+from bertjax.finetune.glue import metrics, tasks
 
 # Display names of the metric keys, in the order tables show them.
 _METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson",

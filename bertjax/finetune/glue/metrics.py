@@ -11,7 +11,7 @@ import numpy as np
 import scipy.stats
 from sklearn import metrics as skm
 
-from bertjax.glue import tasks
+from bertjax.finetune.glue import tasks
 
 
 def _correlation(fn, x: np.ndarray, y: np.ndarray) -> float:

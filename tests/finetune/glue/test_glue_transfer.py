@@ -7,7 +7,8 @@ import pytest
 from flax import traverse_util
 
 from bertjax import optim
-from bertjax.glue import data, finetune, pretrained, tasks, transfer
+from bertjax.finetune import trainer, pretrained, transfer
+from bertjax.finetune.glue import data, tasks
 from bertjax.models import bert
 
 
@@ -87,7 +88,7 @@ def _steps(micro, glue_dir, glue_tokenizer, mode, n=3, **overrides):
     init = pretrained.Init(cfg, None, glue_tokenizer, "random")
     spec = tasks.get_task("SST-2")
     inputs = data.prepare_inputs(config, spec, tasks.load_task(spec, root), glue_tokenizer)
-    tuner = finetune.FineTuner(config, init, inputs, 16)
+    tuner = trainer.FineTuner(config, init, inputs, 16)
     state = tuner.create_state(seed=0, lr=1e-2)
     before = jax.device_get(transfer.merge_params(state.params, state.frozen))
     rows, length = data.batch_plan(inputs.train, 16, inputs.buckets,

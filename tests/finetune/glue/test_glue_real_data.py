@@ -5,10 +5,12 @@ import pathlib
 
 import pytest
 
-from bertjax.glue import grid, tasks
+from bertjax.finetune import grid
+
+from bertjax.finetune.glue import tasks
 from glue_fixtures import micro_config
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[3]
 TOKENIZER = REPO / "tokenizers" / "enwiki_30522_unigram.model"
 
 # Row counts from ../shared/data/README.md (the official GLUE counts).

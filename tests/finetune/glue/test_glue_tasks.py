@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from glue_fixtures import SIZES, write_task
 
-from bertjax.glue import tasks
+from bertjax.finetune.glue import tasks
 
 
 def test_every_task_layout_reads_with_its_row_counts_and_labels(glue_dir):

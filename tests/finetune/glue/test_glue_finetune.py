@@ -12,7 +12,8 @@ from glue_fixtures import SIZES, write_keyword_task, write_task
 from bertjax import checkpoint
 from bertjax.data import tokenizer
 from bertjax import metrics as metrics_lib, optim
-from bertjax.glue import data, finetune, grid, pretrained, report, tasks
+from bertjax.finetune import trainer, grid, pretrained, report
+from bertjax.finetune.glue import data, tasks
 from bertjax.models import bert
 
 
@@ -133,7 +134,7 @@ def test_init_from_checkpoint_uses_its_encoder_and_checks_the_tokenizer(
     spec = tasks.get_task("SST-2")
     inputs = data.prepare_inputs(config, spec, tasks.load_task(spec, glue_dir[0]),
                                  glue_tokenizer)
-    tuner = finetune.FineTuner(config, init, inputs, 16)
+    tuner = trainer.FineTuner(config, init, inputs, 16)
     state = tuner.create_state(seed=3, lr=1e-3)
     got = jax.device_get(state.params)
     for k, v in traverse_util.flatten_dict(params["bert"], sep="/").items():
@@ -148,7 +149,7 @@ def test_init_from_checkpoint_uses_its_encoder_and_checks_the_tokenizer(
     # A checkpoint without the 'bert' subtree, or whose encoder does not fit, fails early.
     bad_cfg = bert.BertConfig.from_dict(dict(cfg.to_dict(), hidden_size=64))
     with pytest.raises(ValueError, match="does not fit the model"):
-        finetune.FineTuner(config, pretrained.Init(bad_cfg, params["bert"], glue_tokenizer, "x"),
+        trainer.FineTuner(config, pretrained.Init(bad_cfg, params["bert"], glue_tokenizer, "x"),
                            inputs, 16)
 
 
@@ -175,7 +176,7 @@ def test_learning_rate_schedule_is_linear_warmup_then_linear_decay(micro, glue_d
     spec = tasks.get_task("SST-2")
     inputs = data.prepare_inputs(config, spec, tasks.load_task(spec, glue_dir[0]),
                                  glue_tokenizer)
-    tuner = finetune.FineTuner(config, pretrained.Init(cfg, None, glue_tokenizer, "random"),
+    tuner = trainer.FineTuner(config, pretrained.Init(cfg, None, glue_tokenizer, "random"),
                                inputs, 16)
     assert (tuner.total_steps, tuner.warmup_steps) == (20, 5)  # 28 rows: 2 steps per epoch
     state = tuner.create_state(seed=0, lr=2.0)

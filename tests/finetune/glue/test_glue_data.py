@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bertjax.glue import data, tasks
+from bertjax.finetune.glue import data, tasks
 
 
 def _bert_truncate_seq_pair(tokens_a, tokens_b, max_length):

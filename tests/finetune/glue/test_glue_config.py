@@ -1,15 +1,18 @@
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 from glue_fixtures import write_task
 
-from bertjax.glue import grid, tasks
+from bertjax.finetune import grid
+
+from bertjax.finetune.glue import tasks
 from bertjax.models import bert
 from configs import glue as glue_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = str(pathlib.Path(__file__).resolve().parents[3])
 
 
 @pytest.mark.parametrize("arg", list(tasks.TASK_NAMES) + [

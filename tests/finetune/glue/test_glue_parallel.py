@@ -7,7 +7,8 @@ import pytest
 from glue_fixtures import write_keyword_task
 
 from bertjax import parallel
-from bertjax.glue import data, finetune, pretrained, tasks
+from bertjax.finetune import trainer, pretrained
+from bertjax.finetune.glue import data, tasks
 from bertjax.models import bert
 
 
@@ -29,7 +30,7 @@ def _tuner(setup, mode, devices):
     config, init, inputs = setup
     config = config.copy_and_resolve_references()
     config.parallel.mode = mode
-    return finetune.FineTuner(config, init, inputs, 16, mesh=parallel.make_mesh(devices))
+    return trainer.FineTuner(config, init, inputs, 16, mesh=parallel.make_mesh(devices))
 
 
 def test_a_whole_run_on_eight_devices_matches_one(setup, tmp_path):

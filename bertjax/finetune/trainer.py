@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from bertjax import losses, optim, parallel
 from bertjax import metrics as metrics_lib
-from bertjax.glue import data, metrics, pretrained, transfer
+from bertjax.finetune import pretrained, transfer
+from bertjax.finetune.glue import data, metrics
 
 MODEL_INPUTS = ("input_ids", "segment_ids", "input_mask", "labels", "weights")
 # The dropout key of a run with seed s; apart from the head's initialisation key (s).

@@ -36,10 +36,12 @@ BUDGET_COLUMNS = ("budget_minutes_used", "budget_flops_used", "stopped_by_budget
 
 
 def _average_keys(task: str) -> list[str]:
-    """The task's scores in the BERT paper's GLUE average (MRPC F1, STS-B Spearman, ...)."""
-    from bertjax.finetune.glue import metrics, tasks as tasks_lib
+    """The task's scores as the BERT paper reports them (MRPC F1, STS-B Spearman, SQuAD F1,
+    ...): what the study's average counts."""
+    from bertjax.finetune import kinds
+    from bertjax.finetune.glue import metrics
     return ([k for t, k in metrics.BERT_PAPER_AVERAGE if t == task]
-            or [tasks_lib.get_task(task).primary])  # WNLI, left out of the paper's average
+            or [kinds.find(task)[1].primary])  # WNLI (left out of the paper's), SQuAD: F1
 
 
 class _Progress:
@@ -76,8 +78,7 @@ class _Progress:
 
 def check_study(study: Mapping, config, glue_config, glue_dir: str, tasks: Sequence[str]):
     """Everything cheap to check, before any pretraining starts."""
-    from bertjax.finetune import grid
-    from bertjax.finetune.glue import tasks as tasks_lib
+    from bertjax.finetune import grid, kinds
     if not study.get("points"):
         raise ValueError("the study has no points")
     if not study.get("modes"):
@@ -87,23 +88,34 @@ def check_study(study: Mapping, config, glue_config, glue_dir: str, tasks: Seque
         raise ValueError("this study compares points at an equal compute budget: set "
                          "--config.train.budget_minutes or --config.train.budget_flops (> 0)")
     if not tasks:
-        raise ValueError("no GLUE tasks given; expected e.g. --tasks=CoLA,SST-2")
+        raise ValueError("no tasks given; expected e.g. --tasks=CoLA,SST-2,SQuAD")
     for t in tasks:
-        spec = tasks_lib.get_task(t)  # an unknown name is an error naming the known ones
-        missing = tasks_lib.task_files_missing(spec, glue_dir)
+        kind, spec = kinds.find(t)  # an unknown name is an error naming the known ones
+        missing = kind.files_missing(spec, glue_dir, _glue_config(glue_config, t, {}))
         if missing:
-            raise FileNotFoundError(f"GLUE {spec.name}: missing {missing} (--glue_dir "
+            raise FileNotFoundError(f"{spec.name}: missing {missing} (--glue_dir "
                                     f"{glue_dir})")
     for label, overrides in study["modes"].items():
-        grid.validate_config(_glue_config(glue_config, tasks[0], overrides))
+        for t in tasks:
+            grid.validate_config(_glue_config(glue_config, t, overrides))
     for p in study["points"]:
         sweep.apply_overrides(config, p)  # an unknown field fails here, not after point 1
 
 
 def _glue_config(glue_config, task: str, overrides: Mapping):
-    from bertjax.finetune.glue import tasks as tasks_lib
+    """The study's fine-tuning config for one task. A SQuAD task takes its window and decoding
+    fields (max_seq_length 384, doc_stride, ...; the tiny sizes when the study's config has
+    sequences of at most 128 tokens) from squad/kind.py:config_fields; model, learning rates,
+    batch sizes, epochs, seeds and subsampling stay the study's."""
+    from bertjax.finetune import kinds
+    from bertjax.finetune.squad import kind as squad_kind
     c = ml_collections.ConfigDict(glue_config.to_dict())
-    c.task = tasks_lib.get_task(task).name
+    kind, spec = kinds.find(task)
+    c.task = spec.name
+    if kind is kinds.SQUAD:
+        c.update(squad_kind.config_fields(tiny=glue_config.max_seq_length <= 128))
+        if "source" in c:
+            del c["source"]
     for k, v in overrides.items():
         c[k] = v
     return c
@@ -142,19 +154,22 @@ def _run_glue(glue_config, glue_dir, tasks, modes, init_checkpoint, workdir: pat
 
 
 def _glue_columns(glue: Mapping, modes: Sequence[str], tasks: Sequence[str]) -> dict:
-    """Each dev metric (x100), the average of the tasks' paper scores, the seeds' spread
-    (mean over tasks of max - min of the selection metric over the chosen point's seeds)."""
+    """Each dev metric (x100; SQuAD's EM/F1 are 0-100 already), the average of the tasks'
+    paper scores, the seeds' spread (mean over tasks of max - min of the selection metric over
+    the chosen point's seeds)."""
     row = {}
     for mode in modes:
         pre = f"{mode}:" if len(modes) > 1 else ""
         scores, spreads = [], []
         for task in tasks:
             r = glue[mode][task]
+            scale = r.get("metric_scale", 1.0)  # 100 for SQuAD, whose scores are 0-100
             for k, v in r["metrics"].items():
-                row[f"{pre}{task} {k}"] = 100 * v
-            scores += [r["metrics"][k] for k in _average_keys(task) if k in r["metrics"]]
+                row[f"{pre}{task} {k}"] = 100 * v / scale
+            scores += [r["metrics"][k] / scale for k in _average_keys(task)
+                       if k in r["metrics"]]
             sel = r["selected"]
-            vals = [x["dev"][r["primary"]] for x in r["runs"]
+            vals = [x["dev"][r["primary"]] / scale for x in r["runs"]
                     if x["learning_rate"] == sel["learning_rate"]
                     and x["batch_size"] == sel["batch_size"]]
             spreads.append(max(vals) - min(vals))

@@ -1,120 +1,14 @@
-"""GLUE fine-tuning configs: `--config configs/glue.py:<task>[,preset...]`.
+"""GLUE fine-tuning configs under their old name: `--config configs/glue.py:<task>[,preset...]`
+is `configs/finetune.py:<task>[,preset...]` for the GLUE tasks (and `all`); see that file for
+every field and preset."""
+import importlib.util
+import pathlib
 
-<task> is a GLUE task (CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI) or `all` (every
-task found under --glue_dir, one summary). Presets:
-  tiny     local smoke/demo: tiny model (random init; or the checkpoint's), sequences of at
-           most 64 tokens, 1 epoch on at most 2,000 training examples (all of them with
-           --config.max_train_examples=0), one learning rate and seed; full dev sets
-  feature  feature-based transfer: frozen encoder, ELMo scalar mix, small classifier
-  partial  only the top `trainable_layers` encoder layers (+ pooler and classifier) train
-  grid     BERT's appendix grid: batch size in {16, 32} as well as the three learning rates
-  gpu      bfloat16 compute and the fused cuDNN attention (no attention-probability dropout)
-
-Presets apply left to right (`tiny,feature` keeps feature's learning rates). Every field can be
-overridden: `--config.learning_rates='(1e-4,)' --config.num_seeds=3`.
-"""
-import ml_collections
-
-from bertjax.finetune.glue.tasks import TASK_NAMES
-from bertjax.models import bert
+_spec = importlib.util.spec_from_file_location(
+    "bertjax_configs_finetune", pathlib.Path(__file__).with_name("finetune.py"))
+_finetune = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_finetune)
 
 
-def get_config(arg: str = "SST-2") -> ml_collections.ConfigDict:
-    task, *presets = [a.strip() for a in (arg or "SST-2").split(",")]
-    lower = {t.lower(): t for t in TASK_NAMES + ("all",)}
-    if task.lower() not in lower:
-        raise ValueError(f"Unknown GLUE task {task!r} in configs/glue.py; expected one of "
-                         f"{list(TASK_NAMES) + ['all']}")
-    c = ml_collections.ConfigDict()
-    c.task = lower[task.lower()]
-    c.source = "tsv"                   # 'tsv' (--glue_dir, GLUE download layout) | 'tfds'
-    # Empty: the checkpoint's own tokenizer (the vocab.txt an import wrote beside it, or the
-    # sentencepiece model its pretraining run recorded); without a checkpoint, the repository's
-    # tokenizers/enwiki_30522_unigram.model. A tokenizer given here or with --tokenizer is
-    # checked against the checkpoint's record (sha256).
-    c.tokenizer = ""
-
-    # --- Model. With --init_checkpoint the checkpoint's config is used and only the runtime
-    # fields (dropout rates, attention_impl, dtype, remat) of this block apply; without one
-    # (the random-init baseline) all of it applies, vocab_size taken from the tokenizer.
-    c.model = ml_collections.ConfigDict(bert.model_config("base"))
-
-    # --- Transfer mode.
-    c.mode = "full"                    # 'full' | 'partial' | 'feature'
-    c.trainable_layers = 1             # partial: how many top encoder layers train
-    c.feature_hidden = 256             # feature: width of the classifier's hidden layer
-
-    # --- Data.
-    c.max_seq_length = 128
-    c.buckets = (64, 128, 256)         # pad each batch only to the smallest bucket it fits
-    c.max_train_examples = 0           # 0 = all; else a fixed random subset (smoke runs)
-    c.max_eval_examples = 0            # 0 = all dev examples
-
-    # --- Optimisation (Devlin et al. 2019, sec. 4 and appendix A.3).
-    c.learning_rates = (5e-5, 3e-5, 2e-5)
-    c.batch_sizes = (32,)              # global, split over all devices
-    c.epochs = 3
-    c.max_steps = 0                    # 0 = epochs decide; else a cap on steps
-    c.warmup_fraction = 0.1
-    c.optim = ml_collections.ConfigDict()   # as in configs/pretrain.py; bertjax.optim builds it
-    c.optim.name = "adamw"
-    c.optim.schedule = "warmup_linear_decay"  # warmup_fraction of the steps, then decay to 0
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-6
-    c.optim.weight_decay = 0.01        # not applied to LayerNorm parameters and biases
-    c.optim.grad_clip_norm = 1.0       # 0 disables
-    c.optim.momentum = 0.9             # optim.name='momentum' only
-
-    # --- Devices: data parallel over every device of every host (bertjax.parallel).
-    c.parallel = ml_collections.ConfigDict()
-    c.parallel.mode = "jit"            # 'jit' (sharded jit over a mesh) | 'pmap'
-    c.parallel.fsdp = False            # jit only: parameters and optimizer state sharded
-
-    # --- Evaluation, early stopping, seeds.
-    c.eval_batch_size = 128
-    c.eval_every = 0                   # steps between dev evaluations; 0 = once per epoch
-    c.early_stopping_patience = 0      # stop after this many evaluations without improvement
-                                       # (0 = never stop; the best-on-dev parameters are kept)
-    c.seed = 0                         # runs use seeds seed, seed + 1, ...
-    c.num_seeds = 5                    # small tasks vary a lot from seed to seed
-    c.num_seeds_large = 1              # SST-2, QNLI, QQP, MNLI (>= 50k training examples)
-    c.predict_test = True              # write GLUE submission files
-    c.log_every = 50
-
-    for p in presets:
-        _apply_preset(c, p)
-    return c
-
-
-def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
-    if name == "tiny":
-        c.model = ml_collections.ConfigDict(bert.model_config("tiny"))
-        c.max_seq_length = 64
-        c.buckets = (32, 64)
-        c.max_train_examples = 2000
-        c.max_eval_examples = 0        # dev sets are small enough to score in full
-        c.epochs = 1
-        # Measured on SST-2 (one epoch, one seed each): at 1e-3 both the random-init and a
-        # briefly pretrained tiny model stayed at the majority class; at 3e-4 both learned.
-        c.learning_rates = (3e-4,)
-        c.batch_sizes = (32,)
-        c.eval_batch_size = 64
-        c.num_seeds = 1
-        c.num_seeds_large = 1
-        c.log_every = 10
-    elif name == "feature":
-        c.mode = "feature"
-        # Only a small head trains, so it takes larger steps (as probing classifiers do).
-        c.learning_rates = (1e-3, 3e-4, 1e-4)
-    elif name == "partial":
-        c.mode = "partial"
-    elif name == "grid":
-        c.batch_sizes = (16, 32)
-    elif name == "gpu":
-        c.model.dtype = "bfloat16"
-        c.model.attention_impl = "cudnn"
-        c.model.attention_dropout_rate = 0.0
-    else:
-        raise ValueError(f"Unknown preset {name!r} in configs/glue.py; expected one of "
-                         "tiny, feature, partial, grid, gpu")
+def get_config(arg: str = "SST-2"):
+    return _finetune.get_config(arg, where="configs/glue.py", known=_finetune.TASK_NAMES)

@@ -240,3 +240,42 @@ def test_script_runs_a_study_from_another_directory(env, tmp_path):
     bad = subprocess.run(cmd[:-2] + ["--tasks", "RTE"], cwd=tmp_path, capture_output=True,
                          text=True, env=env_vars, timeout=300)
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_squad_columns_are_on_the_study_scale():
+    """SQuAD's results are 0-100 (as the official script prints them), GLUE's fractions: the
+    table shows both x100-of-a-fraction and the average counts SQuAD F1 as the paper reports."""
+    def res(metrics, scale=1.0):
+        runs = [{"learning_rate": 1e-4, "batch_size": 8, "dev": metrics}]
+        out = {"metrics": metrics, "selected": {"learning_rate": 1e-4, "batch_size": 8},
+               "runs": runs, "primary": "f1" if "f1" in metrics else "spearman"}
+        if scale != 1.0:
+            out["metric_scale"] = scale
+        return out
+    glue = {"full": {"STS-B": res({"pearson": 0.5, "spearman": 0.4}),
+                     "SQuAD": res({"exact_match": 30.0, "f1": 60.0}, 100.0)}}
+    row = study._glue_columns(glue, ["full"], ["STS-B", "SQuAD"])
+    assert row["SQuAD f1"] == pytest.approx(60.0) and row["SQuAD exact_match"] == 30.0
+    assert row["STS-B spearman"] == pytest.approx(40.0)
+    assert row["avg"] == pytest.approx((40.0 + 60.0) / 2)  # STS-B Spearman, SQuAD F1
+
+
+def test_squad_task_config_in_a_study():
+    c = study._glue_config(micro_config("CoLA"), "squad", {"mode": "full"})
+    assert c.task == "SQuAD" and c.doc_stride == 32 and c.max_seq_length == 128
+    assert "source" not in c and c.model.hidden_size == 32  # the study's model stays
+
+
+@pytest.mark.slow  # a pretraining point, then STS-B and SQuAD for it and the random init
+def test_study_with_squad(env, tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "finetune", "squad"))
+    from squad_fixtures import v1_raw, write
+    squad = pathlib.Path(env["glue_dir"]) / "SQuAD"
+    squad.mkdir(exist_ok=True)
+    write(squad / "train-v1.1.json", v1_raw())
+    write(squad / "dev-v1.1.json", v1_raw())
+    out, workdir = _run(env, "mask_mix", points=["mask_token_prob=0.8,random_token_prob=0.1"],
+                        modes=["full"], tasks=["STS-B", "SQuAD"])
+    for r in out["rows"]:
+        assert 0 <= r["SQuAD f1"] <= 100 and "SQuAD exact_match" in r
+    assert len(list(workdir.rglob("SQuAD/predictions.json"))) == 1  # the pretrained point's

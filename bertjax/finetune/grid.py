@@ -1,10 +1,12 @@
-"""GLUE fine-tuning over tasks, a (learning rate x batch size) grid and seeds:
-`run(config, glue_dir, init_checkpoint, workdir)`.
+"""Fine-tuning over tasks, a (learning rate x batch size) grid and seeds, for every task kind:
+`run(config, data_dir, init_checkpoint, workdir)`.
 
-For each task: read and tokenise the data once; then for every point of the grid and every
+For each task (GLUE's, SQuAD, ...; kinds.py says which kind serves it): read and tokenise the
+data once; then for every point of the grid and every
 seed, fine-tune from the same initialisation (trainer.FineTuner, one per batch size). A grid
 point is scored by the median of its seeds' dev metric; the best point's medians are the task's
-reported result, and its best-on-dev run writes the test-set submission. Finished runs are
+reported result, and its best-on-dev run writes the test-set submission (GLUE) or has its
+dev predictions copied to <workdir>/<task>/ (SQuAD's predictions.json, ...). Finished runs are
 cached under <workdir>/<task>/runs/ and reused when the same config runs again.
 
 Reading order: selection -> one task (grid, seeds, cache, outputs) -> config checks -> all tasks.
@@ -24,11 +26,11 @@ import numpy as np
 from absl import logging
 
 from bertjax import dir_lock, optim, parallel, records
-from bertjax.finetune import trainer, pretrained, report, transfer
-from bertjax.finetune.glue import data, tasks
+from bertjax.finetune import kinds, pretrained, report, trainer, transfer
+from bertjax.finetune.glue import tasks
 
 
-def seeds_for(config, spec: tasks.TaskSpec) -> list[int]:
+def seeds_for(config, spec) -> list[int]:
     n = config.num_seeds_large if spec.large else config.num_seeds
     return [config.seed + i for i in range(n)]
 
@@ -75,10 +77,11 @@ def _is_main() -> bool:
     return jax.process_index() == 0  # one host writes; all read (shared storage)
 
 
-def finetune_task(config, spec: tasks.TaskSpec, task_data: tasks.TaskData,
-                  init: pretrained.Init, workdir: pathlib.Path) -> dict:
+def finetune_task(config, spec, task_data, init: pretrained.Init, workdir: pathlib.Path,
+                  kind=None) -> dict:
     """Runs the grid and seeds for one task; writes <workdir>/<task>/results.json and the
     submission files. Runs already finished under the same config are reused, not repeated."""
+    kind = kind or kinds.kind_of(spec)
     task_dir = workdir / spec.name
     fingerprint = config_fingerprint(config, init)
     results_path = task_dir / "results.json"
@@ -90,7 +93,7 @@ def finetune_task(config, spec: tasks.TaskSpec, task_data: tasks.TaskData,
                 f"({old.get('fingerprint')} != {fingerprint}); use a new --workdir")
         logging.info("%s: results exist in %s; reusing them", spec.name, results_path)
         return old
-    inputs = data.prepare_inputs(config, spec, task_data, init.tokenizer)
+    inputs = kind.prepare(config, spec, task_data, init.tokenizer)
     seeds = seeds_for(config, spec)
     runs = []
     for bs in config.batch_sizes:
@@ -100,7 +103,7 @@ def finetune_task(config, spec: tasks.TaskSpec, task_data: tasks.TaskData,
                 run_dir = task_dir / "runs" / run_name(lr, bs, seed)
                 r = _cached_run(run_dir, fingerprint)
                 if r is None:
-                    tuner = tuner or trainer.FineTuner(config, init, inputs, bs)
+                    tuner = tuner or trainer.FineTuner(config, init, inputs, bs, kind=kind)
                     r = _run(tuner, run_dir, fingerprint, lr=lr, seed=seed)
                 runs.append(r)
 
@@ -109,11 +112,11 @@ def finetune_task(config, spec: tasks.TaskSpec, task_data: tasks.TaskData,
     files = []
     if config.predict_test:
         preds = np.load(task_dir / "runs" / sub_run["name"] / "test_predictions.npz")
-        for name, split in inputs.test_splits.items():
-            path = workdir / "submission" / f"{name}.tsv"
-            if _is_main():
-                report.write_submission(spec, name, split.ids, preds[name], path.parent)
-            files.append(str(path))
+        files = kind.write_submission(spec, inputs, preds, workdir, write=_is_main())
+    for name in sub_run.get("artifact_files", []):  # the best run's predictions, one level up
+        if _is_main():
+            shutil.copyfile(task_dir / "runs" / sub_run["name"] / name, task_dir / name)
+        files.append(str(task_dir / name))
 
     rates = lambda k: [r[k] for r in runs if r.get(k)]  # noqa: E731
     median_rate = lambda k: float(np.median(rates(k))) if rates(k) else None  # noqa: E731
@@ -127,11 +130,7 @@ def finetune_task(config, spec: tasks.TaskSpec, task_data: tasks.TaskData,
         "submission_files": files, "mode": config.mode,
         "init": init.source, "tokenizer": init.tokenizer.identity(),
         "model": init.model_config.to_dict(),
-        "examples": {"train": len(inputs.train), **{f"dev{('_' + k) if k else ''}": len(v)
-                                                     for k, v in inputs.dev.items()},
-                     **{f"test_{k}": len(v) for k, v in inputs.test.items()}},
-        "subsampled": inputs.subsampled,
-        "truncated_train_examples": inputs.train.truncated,
+        **kind.summary(inputs, task_data),
         "buckets": list(inputs.buckets), "devices": jax.device_count(),
         "processes": jax.process_count(), "parallel_mode": config.parallel.mode,
         "train_examples_per_s": median_rate("train_examples_per_s"),
@@ -165,11 +164,14 @@ def _run(tuner: trainer.FineTuner, run_dir: pathlib.Path, fingerprint: str, *, l
     logging.info("%s %s: fine-tuning", tuner.inputs.spec.name, name)
     t0 = time.perf_counter()
     r = tuner.run(lr=lr, seed=seed, log_dir=run_dir, name=name)
-    preds = r.pop("test_predictions")
+    preds, kept = r.pop("test_predictions"), r.pop("kept")
     r.update(name=name, fingerprint=fingerprint, wall_s=time.perf_counter() - t0)
     if _is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         np.savez(run_dir / "test_predictions.npz", **preds)
+        artifacts = tuner.kind.write_artifacts(run_dir, kept)
+        if artifacts:
+            r["artifact_files"] = artifacts
         records.write_json(run_dir / "run.json", r)  # last: it marks the run as finished
     logging.info("%s %s: dev %s (best step %d of %d), %.1f train examples/s",
                  tuner.inputs.spec.name, name, r["dev"], r["best_step"], r["steps"],
@@ -183,10 +185,11 @@ def validate_config(config) -> None:
     """Cheap checks of the whole config, before any data is read or anything compiled."""
     n, hosts = jax.device_count(), jax.process_count()
     if config.task != "all":
-        tasks.get_task(config.task)
+        kind, _ = kinds.find(config.task)
+        kind.validate_config(config)
     if config.mode not in transfer.MODES:
         raise ValueError(f"config.mode={config.mode!r}: expected one of {transfer.MODES}")
-    if config.source not in ("tsv", "tfds"):
+    if config.get("source", "tsv") not in ("tsv", "tfds"):
         raise ValueError(f"config.source={config.source!r}: expected 'tsv' or 'tfds'")
     parallel.check_mode(config.parallel.mode, config.parallel.fsdp, key="config.parallel")
     if not config.learning_rates or min(config.learning_rates) <= 0:
@@ -212,31 +215,34 @@ def validate_config(config) -> None:
         raise ValueError(f"config.log_every={config.log_every}: expected >= 1")
 
 
-@dir_lock.locked("workdir", "GLUE fine-tuning")
-def run(config: ml_collections.ConfigDict, glue_dir: str, init_checkpoint: str, workdir: str,
+@dir_lock.locked("workdir", "fine-tuning")
+def run(config: ml_collections.ConfigDict, data_dir: str, init_checkpoint: str, workdir: str,
         tokenizer_path: str = "") -> dict:
-    """Fine-tunes and evaluates config.task (or every task found, for 'all'); writes per-task
-    results, submission files and a summary under workdir. Returns the summary dict."""
+    """Fine-tunes and evaluates config.task (or every GLUE task found, for 'all'); writes
+    per-task results, submission/prediction files and a summary under workdir. Returns the
+    summary dict. `data_dir/<task>/` holds each task's files (GLUE's download layout, SQuAD's
+    official JSON files, ...)."""
     validate_config(config)
     workdir = pathlib.Path(workdir)
-    names = list(tasks.TASK_NAMES) if config.task == "all" else [tasks.get_task(config.task).name]
-    specs = [tasks.get_task(n) for n in names]
+    names = list(tasks.TASK_NAMES) if config.task == "all" else [config.task]
+    specs = [kinds.find(n) for n in names]  # (kind, spec)
 
     # Find the data before loading a model: a missing task is a message, not a crash later.
     skipped, found = {}, []
-    for spec in specs:
-        missing = [] if config.source == "tfds" else tasks.task_files_missing(spec, glue_dir)
+    for kind, spec in specs:
+        missing = kind.files_missing(spec, data_dir, config)
         if not missing:
-            found.append(spec)
+            found.append((kind, spec))
         elif config.task != "all":
-            raise FileNotFoundError(f"GLUE {spec.name}: missing {missing} under --glue_dir")
-        elif not (pathlib.Path(glue_dir) / spec.folder).is_dir():
-            skipped[spec.name] = f"directory {spec.folder}/ absent from {glue_dir}"
+            raise FileNotFoundError(f"{kind.family}{spec.name}: missing {missing} under the "
+                                    "data directory (--data_dir, or its old name --glue_dir)")
+        elif not (pathlib.Path(data_dir) / spec.folder).is_dir():
+            skipped[spec.name] = f"directory {spec.folder}/ absent from {data_dir}"
         else:
             skipped[spec.name] = "missing " + ", ".join(pathlib.Path(m).name for m in missing)
     if not found:
-        raise FileNotFoundError(f"no GLUE task found under {glue_dir} (looked for "
-                                f"{[s.folder for s in specs]})")
+        raise FileNotFoundError(f"no GLUE task found under {data_dir} (looked for "
+                                f"{[s.folder for _, s in specs]})")
     for name, why in skipped.items():
         logging.warning("skipping %s: %s", name, why)
 
@@ -245,14 +251,12 @@ def run(config: ml_collections.ConfigDict, glue_dir: str, init_checkpoint: str, 
     transfer.trainable_predicate(config.mode, init.model_config, config.trainable_layers)
     # Read every file of every task (cheap next to training) before fine-tuning anything: a
     # malformed row in MNLI is an error now, not after CoLA and SST-2 have trained.
-    loaded = {spec.name: (tasks.load_task_tfds(spec, glue_dir or None)
-                          if config.source == "tfds" else tasks.load_task(spec, glue_dir))
-              for spec in found}
+    loaded = {spec.name: kind.load(spec, data_dir, config) for kind, spec in found}
     workdir.mkdir(parents=True, exist_ok=True)
     results = {}
-    for spec in found:
+    for kind, spec in found:
         task_config = ml_collections.ConfigDict(config.to_dict())
         task_config.task = spec.name
         results[spec.name] = finetune_task(task_config, spec, loaded.pop(spec.name), init,
-                                           workdir)
+                                           workdir, kind=kind)
     return report.write_summary(workdir, results, skipped)

@@ -1,4 +1,7 @@
-"""GLUE outputs: submission files, the summary across tasks and seeds, comparison tables."""
+"""Fine-tuning outputs: the summary across tasks and seeds, comparison tables.
+
+GLUE metrics are fractions (shown x100); SQuAD's EM and F1 are already 0-100, as the official
+scripts print them (its results.json says so with metric_scale: 100)."""
 from __future__ import annotations
 
 import csv
@@ -9,33 +12,17 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from bertjax import records
+from bertjax.finetune import kinds
 from bertjax.finetune.glue import metrics, tasks
 
 # Display names of the metric keys, in the order tables show them.
-_METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson",
+_METRIC_NAMES = {"accuracy": "acc", "exact_match": "EM", "f1": "F1", "mcc": "MCC", "pearson": "Pearson",
                  "spearman": "Spearman", "accuracy_m": "acc-m", "accuracy_mm": "acc-mm"}
 
 
-def write_submission(spec: tasks.TaskSpec, name: str, ids: Sequence[str],
-                     predictions: np.ndarray, out_dir: pathlib.Path) -> pathlib.Path:
-    """<out_dir>/<name>.tsv with GLUE's `index` and `prediction` columns, labels as GLUE
-    expects them (0/1, entailment/..., or a similarity score). Derived from the runs' stored
-    predictions, so rewriting it is safe."""
-    if len(ids) != len(predictions):
-        raise ValueError(f"{name}: {len(ids)} test rows but {len(predictions)} predictions")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.tsv"
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(["index", "prediction"])
-        for i, p in zip(ids, predictions):
-            w.writerow([i, f"{float(p):.3f}" if spec.is_regression else spec.labels[int(p)]])
-    return path
-
-
-def format_metrics(m: Mapping[str, float]) -> str:
+def format_metrics(m: Mapping[str, float], scale: float = 1.0) -> str:
     keys = [k for k in _METRIC_NAMES if k in m]
-    return "/".join(f"{100 * m[k]:.1f}" for k in keys)
+    return "/".join(f"{100 / scale * m[k]:.1f}" for k in keys)
 
 
 def metric_label(m: Mapping[str, float]) -> str:
@@ -47,7 +34,8 @@ def _spread(task_results: Mapping) -> str:
     sel = task_results["selected"]
     vals = [r["dev"][task_results["primary"]] for r in task_results["runs"]
             if r["learning_rate"] == sel["learning_rate"] and r["batch_size"] == sel["batch_size"]]
-    return f"{100 * min(vals):.1f}–{100 * max(vals):.1f}"
+    f = 100 / task_results.get("metric_scale", 1.0)
+    return f"{f * min(vals):.1f}–{f * max(vals):.1f}"
 
 
 def _rate(x) -> str:
@@ -55,13 +43,15 @@ def _rate(x) -> str:
 
 
 def collect(workdir: pathlib.Path, results: Mapping[str, Mapping]) -> dict[str, Mapping]:
-    """`results` plus any other task results already in the workdir, in GLUE's task order."""
+    """`results` plus any other task results already in the workdir, in task order (GLUE's,
+    then SQuAD's)."""
     found = dict(results)
-    for name in tasks.TASK_NAMES:
+    names = kinds.task_names()
+    for name in names:
         p = workdir / name / "results.json"
         if name not in found and p.exists():
             found[name] = json.loads(p.read_text())
-    return {n: found[n] for n in tasks.TASK_NAMES if n in found}
+    return {n: found[n] for n in names if n in found}
 
 
 def write_summary(workdir: pathlib.Path, results: Mapping[str, Mapping],
@@ -83,7 +73,8 @@ def write_summary(workdir: pathlib.Path, results: Mapping[str, Mapping],
     }
     records.write_json(workdir / "summary.json", summary)
 
-    lines = ["# GLUE dev results", ""]
+    glue_only = all(n in tasks.TASK_NAMES for n in results)
+    lines = ["# GLUE dev results" if glue_only else "# Dev results", ""]
     inits = sorted({r["init"] for r in results.values()})
     modes = sorted({r["mode"] for r in results.values()})
     lines += [f"init: {', '.join(inits)}; mode: {', '.join(modes)}. Dev metrics ×100, median "
@@ -94,7 +85,8 @@ def write_summary(workdir: pathlib.Path, results: Mapping[str, Mapping],
     for name, r in results.items():
         note = " (subsampled)" if r["subsampled"] else ""
         lines.append(
-            f"| {name}{note} | {metric_label(r['metrics'])} | {format_metrics(r['metrics'])} | "
+            f"| {name}{note} | {metric_label(r['metrics'])} | "
+            f"{format_metrics(r['metrics'], r.get('metric_scale', 1.0))} | "
             f"{_spread(r)} | {r['selected']['learning_rate']:g} | "
             f"{r['selected']['batch_size']} | {len(r['seeds'])} | "
             f"{_rate(r['train_examples_per_s'])} | {_rate(r['eval_examples_per_s'])} |")
@@ -112,7 +104,8 @@ def write_summary(workdir: pathlib.Path, results: Mapping[str, Mapping],
     for name, r in results.items():
         for run in r["runs"]:
             lines.append(f"| {name} | {run['learning_rate']:g} | {run['batch_size']} | "
-                         f"{run['seed']} | {format_metrics(run['dev'])} | "
+                         f"{run['seed']} | "
+                         f"{format_metrics(run['dev'], r.get('metric_scale', 1.0))} | "
                          f"{run['best_step']} / {run['steps']} |")
             chosen = (run["learning_rate"] == r["selected"]["learning_rate"]
                       and run["batch_size"] == r["selected"]["batch_size"])
@@ -139,12 +132,13 @@ def compare_table(workdirs: Sequence[str], labels: Sequence[str] | None = None) 
     found = [collect(pathlib.Path(w), {}) for w in workdirs]
     if not any(found):
         raise FileNotFoundError(f"no <task>/results.json under any of {list(workdirs)}")
-    names = [n for n in tasks.TASK_NAMES if any(n in f for f in found)]
+    names = [n for n in kinds.task_names() if any(n in f for f in found)]
     lines = ["| Task | Metric | " + " | ".join(labels) + " |",
              "|---|---|" + "---|" * len(labels)]
     for n in names:
         some = next(f[n] for f in found if n in f)
-        cells = [f"{format_metrics(f[n]['metrics'])} ({_spread(f[n])})" if n in f else "–"
+        cells = [f"{format_metrics(f[n]['metrics'], f[n].get('metric_scale', 1.0))} "
+                 f"({_spread(f[n])})" if n in f else "–"
                  for f in found]
         lines.append(f"| {n} | {metric_label(some['metrics'])} | " + " | ".join(cells) + " |")
     avgs = []

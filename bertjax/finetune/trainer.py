@@ -1,14 +1,16 @@
-"""One GLUE fine-tuning run: the train state, the step functions and the loop.
+"""One fine-tuning run, for every task kind: the train state, the step functions and the loop.
 
 `FineTuner(config, init, inputs, batch_size)` builds what every run of one task at one batch
-size shares, from the same pieces as pretraining: the model, the optimizer (optim.make_optimizer,
+size shares, from the same pieces as pretraining: the model (the task kind's head, see
+kinds.py), the optimizer (optim.make_optimizer,
 BERT's AdamW with linear warmup and decay; the peak learning rate lives in the optimizer state,
 so one compiled step serves every learning rate of the grid) and the data-parallel steps
 (parallel.DataParallel: every device of every host, sharded jit or pmap).
 `FineTuner.run(lr=..., seed=..., log_dir=...)` then fine-tunes once from fresh parameters,
-evaluating on dev as it goes and keeping the best-on-dev parameters (early stopping with
-optional patience), and predicts the test sets with them. Logs go to <log_dir>/metrics.jsonl and
-<log_dir>/tensorboard (metrics.MetricWriter) as they happen; a progress bar shows the run.
+evaluating on dev as it goes (the kind decodes outputs and scores them) and keeping the
+best-on-dev parameters and what the kind keeps of that evaluation (SQuAD: its predictions;
+early stopping with optional patience), and predicts the test sets with them. Logs go to
+<log_dir>/metrics.jsonl and <log_dir>/tensorboard (metrics.MetricWriter) as they happen; a progress bar shows the run.
 """
 from __future__ import annotations
 
@@ -23,12 +25,10 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from bertjax import losses, optim, parallel
+from bertjax import optim, parallel
 from bertjax import metrics as metrics_lib
-from bertjax.finetune import pretrained, transfer
-from bertjax.finetune.glue import data, metrics
+from bertjax.finetune import batching, kinds, pretrained, transfer
 
-MODEL_INPUTS = ("input_ids", "segment_ids", "input_mask", "labels", "weights")
 # The dropout key of a run with seed s; apart from the head's initialisation key (s).
 _DROPOUT_SEED_OFFSET = 1_000_003
 
@@ -51,19 +51,19 @@ def _outputs(params, frozen, batch, *, model, deterministic: bool, collectives, 
     return out.astype(jnp.float32)
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx, schedule, regression: bool,
+def train_step(state: TrainState, batch: dict, *, model, tx, schedule, loss_fn,
                collectives: parallel.Collectives = parallel.ONE_DEVICE):
     """One update on one global batch. The loss is averaged over the real examples of the whole
     global batch (a bucket's last batch is padded with zero-weight rows), so one device, jit
-    over a mesh and pmap (summed over the devices by `collectives`) compute the same gradient."""
+    over a mesh and pmap (summed over the devices by `collectives`) compute the same gradient.
+    `loss_fn(outputs, batch, total_weight)` is the task kind's."""
     rng = collectives.per_device_rng(jax.random.fold_in(state.rng, state.step))
     total_weight = collectives.sum(jnp.sum(batch["weights"]))
-    loss_fn = losses.regression_loss if regression else losses.classification_loss
 
     def objective(params):
         out = _outputs(params, state.frozen, batch, model=model, deterministic=False, rng=rng,
                        collectives=collectives)
-        return loss_fn(out, batch["labels"], batch["weights"], total_weight)
+        return loss_fn(out, batch, total_weight)
 
     loss, grads = collectives.sum(jax.value_and_grad(objective)(state.params))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -75,27 +75,22 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, regressio
 
 def eval_step(state: TrainState, batch: dict, *, model,
               collectives: parallel.Collectives = parallel.ONE_DEVICE):
-    """Model outputs (logits [B, C] or scores [B]) for the whole global batch, on every host."""
+    """Model outputs (GLUE: logits [B, C] or scores [B]; SQuAD: [B, L, 2]) for the whole global
+    batch, on every host."""
     out = _outputs(state.params, state.frozen, batch, model=model, deterministic=True,
                    collectives=collectives)
     return collectives.gather(out)
-
-
-def decide(spec, outputs: np.ndarray) -> np.ndarray:
-    """Model outputs -> predicted class indices (or regression scores)."""
-    return outputs if spec.is_regression else outputs.argmax(-1)
 
 
 class FineTuner:
     """A task's model, optimizer and compiled steps at one batch size, shared by its runs."""
 
     def __init__(self, config: ml_collections.ConfigDict, init: pretrained.Init,
-                 inputs: data.TaskInputs, batch_size: int, *, mesh=None):
+                 inputs, batch_size: int, *, kind=None, mesh=None):
         self.config, self.init, self.inputs, self.batch_size = config, init, inputs, batch_size
         spec = inputs.spec
-        self.model = transfer.build_model(config.mode, init.model_config, spec.num_labels,
-                                          feature_hidden=config.feature_hidden,
-                                          feature_dropout=config.model.hidden_dropout_rate)
+        self.kind = kind or kinds.kind_of(spec)
+        self.model = self.kind.build_model(config, init.model_config, spec)
         self.predicate = transfer.trainable_predicate(config.mode, init.model_config,
                                                       config.trainable_layers)
         ids = jnp.zeros((1, 8), jnp.int32)
@@ -103,7 +98,8 @@ class FineTuner:
         shapes = jax.eval_shape(self._init_fn, jax.random.PRNGKey(0))
         pretrained.check_encoder_fits(shapes, init)
 
-        self.steps_per_epoch = data.steps_per_epoch(inputs.train, batch_size, inputs.buckets)
+        self.steps_per_epoch = batching.steps_per_epoch(inputs.train, batch_size,
+                                                        inputs.buckets)
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.max_steps > 0:
             self.total_steps = min(self.total_steps, config.max_steps)
@@ -117,7 +113,7 @@ class FineTuner:
         self.dp = parallel.DataParallel(
             config.parallel.mode,
             functools.partial(train_step, model=self.model, tx=self.tx, schedule=schedule,
-                              regression=spec.is_regression),
+                              loss_fn=self.kind.loss_fn(spec)),
             abstract, fsdp=config.parallel.fsdp,
             eval_fn=functools.partial(eval_step, model=self.model), mesh=mesh)
         self.seen: set = set()  # shapes compiled already, for the timers of every run
@@ -141,13 +137,14 @@ class FineTuner:
         """The global batch -> this host's rows on its devices."""
         n = len(batch["weights"]) // jax.process_count()
         rows = slice(jax.process_index() * n, (jax.process_index() + 1) * n)
-        return self.dp.put_batch({k: batch[k][rows] for k in MODEL_INPUTS})
+        return self.dp.put_batch({k: batch[k][rows] for k in self.kind.model_inputs})
 
-    def predict(self, state, enc: data.Encoded, timer: metrics_lib.StepTimer) -> np.ndarray:
-        """Model outputs for every example of `enc` (logits [n, C], or scores [n])."""
+    def predict(self, state, enc, timer: metrics_lib.StepTimer) -> np.ndarray:
+        """Model outputs for every row of the features `enc` ([n, ...]; outputs that follow the
+        sequence, e.g. SQuAD's [n, L, 2], are padded with zeros to the longest bucket used)."""
         bs, pending = self.config.eval_batch_size, []
-        for rows, length in data.batch_plan(enc, bs, self.inputs.buckets):
-            batch = self.put_batch(data.make_batch(enc, rows, bs, length))
+        for rows, length in batching.batch_plan(enc, bs, self.inputs.buckets):
+            batch = self.put_batch(enc.batch(rows, bs, length))
             pending.append((rows, timer.step(("eval", length),
                                              lambda: self.dp.eval(state, batch), len(rows))))
         timer.stop()  # the last batches' time belongs to evaluation
@@ -156,17 +153,17 @@ class FineTuner:
         # Fetched only now, so the devices never wait for the host between batches.
         outs = [(rows, np.asarray(self.dp.metrics_to_host(out))[:len(rows)])
                 for rows, out in pending]
-        result = np.zeros((len(enc),) + outs[0][1].shape[1:], np.float32)
+        shape = tuple(np.max([out.shape[1:] for _, out in outs], axis=0))
+        result = np.zeros((len(enc),) + shape, np.float32)
         for rows, out in outs:
-            result[rows] = out
+            result[(rows,) + tuple(slice(0, n) for n in out.shape[1:])] = out
         return result
 
-    def evaluate_dev(self, state, timer) -> dict:
-        spec, labels, preds = self.inputs.spec, {}, {}
-        for suffix, enc in self.inputs.dev.items():
-            labels[suffix] = enc.labels
-            preds[suffix] = decide(spec, self.predict(state, enc, timer))
-        return metrics.task_metrics(spec, labels, preds)
+    def evaluate_dev(self, state, timer) -> tuple[dict, object]:
+        """-> (dev metrics, what the kind keeps of this evaluation if it is the best)."""
+        outputs = {suffix: self.predict(state, enc, timer)
+                   for suffix, enc in self.inputs.dev.items()}
+        return self.kind.evaluate(self.inputs.spec, self.inputs, outputs)
 
     def run(self, *, lr: float, seed: int, log_dir, name: str = "") -> dict:
         """Fine-tunes once; returns dev metrics (best and final), test predictions and speed."""
@@ -176,7 +173,7 @@ class FineTuner:
         state = self.create_state(seed, lr)
         rng = np.random.default_rng(seed)
         plan = itertools.chain.from_iterable(
-            data.batch_plan(inputs.train, self.batch_size, inputs.buckets, rng)
+            batching.batch_plan(inputs.train, self.batch_size, inputs.buckets, rng)
             for _ in itertools.count())
         train_timer = metrics_lib.StepTimer(self.seen)
         eval_timer = metrics_lib.StepTimer(self.seen)
@@ -187,7 +184,7 @@ class FineTuner:
                    dynamic_ncols=True, disable=jax.process_index() != 0)
         try:
             for step, (rows, length) in zip(range(1, total + 1), plan):
-                batch = self.put_batch(data.make_batch(inputs.train, rows, self.batch_size, length))
+                batch = self.put_batch(inputs.train.batch(rows, self.batch_size, length))
                 state, out = train_timer.step(("train", self.batch_size, length),
                                               lambda: self.dp.step(state, batch), len(rows))
                 bar.update(1)
@@ -202,10 +199,10 @@ class FineTuner:
                             f"{last_loss} at step {step}")
                 if step % eval_every == 0 or step == total:
                     with train_timer.paused():  # evaluation is not training time
-                        last_dev = self.evaluate_dev(state, eval_timer)
+                        last_dev, kept = self.evaluate_dev(state, eval_timer)
                     improved = best is None or last_dev[primary] > best["metrics"][primary]
                     if improved:
-                        best = {"step": step, "metrics": last_dev,
+                        best = {"step": step, "metrics": last_dev, "kept": kept,
                                 "params": jax.device_get(self.dp.get_state(state).params)}
                     bad_evals = 0 if improved else bad_evals + 1
                     history.append({"step": step, "dev": last_dev, "best": improved})
@@ -221,8 +218,9 @@ class FineTuner:
         test_preds = {}
         if config.predict_test:
             best_state = self.dp.put_state(self.dp.get_state(state).replace(params=best["params"]))
-            test_preds = {name: decide(spec, self.predict(best_state, enc, eval_timer))
-                          for name, enc in inputs.test.items()}
+            test_preds = self.kind.test_predictions(
+                spec, {name: self.predict(best_state, enc, eval_timer)
+                       for name, enc in inputs.test.items()})
         return {
             "learning_rate": lr, "batch_size": self.batch_size, "seed": seed,
             "steps": step, "total_steps": total, "warmup_steps": self.warmup_steps,
@@ -232,5 +230,5 @@ class FineTuner:
             "history": history,
             "train_examples_per_s": train_rate, "eval_examples_per_s": eval_timer.rate(),
             "compile_s": train_timer.compile_s + eval_timer.compile_s,
-            "test_predictions": test_preds,
+            "test_predictions": test_preds, "kept": best["kept"],
         }

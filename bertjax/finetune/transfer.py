@@ -1,11 +1,13 @@
 """Transfer modes: which model fine-tuning runs and which of its parameters train.
 
-  full     BertForSequenceClassification (pooled [CLS] -> dropout -> dense); everything trains.
+  full     the task kind's model (BertForSequenceClassification: pooled [CLS] -> dropout ->
+           dense; BertForSpanExtraction: a start and an end logit per token); everything trains.
   partial  the same model; only the top `trainable_layers` encoder layers, the pooler and the
            classifier train (embeddings and lower layers stay as pretrained).
   feature  the encoder is frozen and run without dropout; an ELMo-style scalar mix
            gamma * sum_k softmax(s)_k h_k of all its hidden states (embedding output included)
-           feeds a small classifier. Only the mix and the classifier train.
+           feeds a small classifier (spans: a small per-token MLP to start/end logits). Only
+           the mix and that head train.
 
 Parameters are split into a trainable and a frozen part (flat dicts keyed by '/'-joined paths).
 The optimizer and the gradient see only the trainable part, so a frozen parameter's gradient is
@@ -21,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from bertjax.models import bert
+from bertjax.models import bert, heads
 from bertjax.models.dropout import Dropout
 from bertjax.models.layer_features import ScalarMix
 
@@ -40,12 +42,9 @@ class FeatureClassifier(nn.Module):
     @nn.compact
     def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True):
         c = self.config
-        _, _, inter = bert.BertModel(c, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic=True, return_intermediates=True)
         # Belt and braces: the encoder's parameters are frozen by construction (they are not an
         # argument of the gradient), and no gradient flows into its activations either.
-        hs = jax.lax.stop_gradient(inter["hidden_states"]).astype(jnp.float32)
-        mixed = ScalarMix(name="scalar_mix")(hs)
+        mixed = _frozen_mix(c, input_ids, segment_ids, input_mask)
         m = input_mask.astype(jnp.float32)[..., None]
         mean = jnp.sum(mixed * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
         x = jnp.concatenate([mixed[:, 0], mean], axis=-1)
@@ -54,6 +53,37 @@ class FeatureClassifier(nn.Module):
         x = Dropout(self.dropout_rate)(x, deterministic=deterministic)
         logits = nn.Dense(self.num_labels, kernel_init=init, name="classifier")(x)
         return logits[:, 0] if self.num_labels == 1 else logits
+
+
+def _frozen_mix(c: bert.BertConfig, input_ids, segment_ids, input_mask):
+    _, _, inter = bert.BertModel(c, name="bert")(
+        input_ids, segment_ids, input_mask, deterministic=True, return_intermediates=True)
+    hs = jax.lax.stop_gradient(inter["hidden_states"]).astype(jnp.float32)
+    return ScalarMix(name="scalar_mix")(hs)
+
+
+class FeatureSpanExtractor(nn.Module):
+    """Frozen BERT features -> scalar mix -> per token dense(tanh) -> dropout -> start/end."""
+    config: bert.BertConfig
+    hidden: int = 256
+    dropout_rate: float = 0.1
+
+    @nn.compact
+    def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True):
+        mixed = _frozen_mix(self.config, input_ids, segment_ids, input_mask)
+        init = nn.initializers.truncated_normal(self.config.initializer_range)
+        x = jnp.tanh(nn.Dense(self.hidden, kernel_init=init, name="dense")(mixed))
+        x = Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        return nn.Dense(2, kernel_init=init, name="span_classifier")(x)
+
+
+def build_span_model(mode: str, config: bert.BertConfig, *, feature_hidden: int = 256,
+                     feature_dropout: float = 0.1) -> nn.Module:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {MODES}")
+    if mode == "feature":
+        return FeatureSpanExtractor(config, feature_hidden, feature_dropout)
+    return heads.BertForSpanExtraction(config)
 
 
 def build_model(mode: str, config: bert.BertConfig, num_labels: int, *,

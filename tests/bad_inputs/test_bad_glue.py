@@ -50,7 +50,8 @@ def micro(**overrides):
 def test_missing_task_directory_fails_before_anything_is_written(tmp_path, small_tokenizers):
     (tmp_path / "glue").mkdir()
     with pytest.raises(FileNotFoundError, match=r"GLUE RTE: missing \[.*RTE/train.tsv', "
-                                                r"'.*RTE/dev.tsv'\] under --glue_dir"):
+                                                r"'.*RTE/dev.tsv'\] under the data directory "
+                                                r"\(--data_dir, or its old name --glue_dir\)"):
         grid.run(micro(), str(tmp_path / "glue"), "", str(tmp_path / "run"),
                      str(small_tokenizers[0]))
     assert not (tmp_path / "run").exists()

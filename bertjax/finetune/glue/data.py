@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from bertjax.finetune.batching import (assign_buckets, batch_plan, bucket_lengths,  # noqa: F401
+                                       steps_per_epoch)
 from bertjax.finetune.glue import tasks
 from bertjax.models import bert
 
@@ -39,6 +41,9 @@ class Encoded:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def batch(self, rows: np.ndarray, batch_size: int, length: int) -> dict:
+        return make_batch(self, rows, batch_size, length)
 
 
 def truncate_pair(a: list[int], b: list[int] | None, max_tokens: int) -> bool:
@@ -79,22 +84,6 @@ def encode_split(split: tasks.Split, tok, max_seq_length: int) -> Encoded:
     return Encoded(tokens, offsets, np.asarray(first, np.int32), split.labels, truncated)
 
 
-def bucket_lengths(buckets: Sequence[int], max_seq_length: int) -> tuple[int, ...]:
-    """The configured buckets below max_seq_length, plus max_seq_length itself."""
-    return tuple(sorted({int(b) for b in buckets if 0 < int(b) < max_seq_length}
-                        | {int(max_seq_length)}))
-
-
-def assign_buckets(lengths: np.ndarray, buckets: Sequence[int]) -> np.ndarray:
-    """Index of the smallest bucket that holds each length."""
-    buckets = np.asarray(buckets)
-    which = np.searchsorted(buckets, lengths, side="left")
-    if lengths.size and which.max() >= len(buckets):
-        raise ValueError(f"an example of length {lengths.max()} exceeds the largest bucket "
-                         f"{buckets[-1]}")
-    return which
-
-
 def make_batch(enc: Encoded, rows: np.ndarray, batch_size: int, length: int) -> dict:
     """Rows of `enc` padded to [batch_size, length]; missing rows get weight 0."""
     ids = np.zeros((batch_size, length), np.int32)
@@ -116,32 +105,6 @@ def make_batch(enc: Encoded, rows: np.ndarray, batch_size: int, length: int) -> 
             labels[j] = enc.labels[r]
     return {"input_ids": ids, "segment_ids": seg, "input_mask": mask, "labels": labels,
             "weights": weights, "example": example}
-
-
-def batch_plan(enc: Encoded, batch_size: int, buckets: Sequence[int],
-               rng: np.random.Generator | None = None) -> list[tuple[np.ndarray, int]]:
-    """(rows, bucket length) of every batch of one pass over `enc`.
-
-    With `rng` (training): examples are shuffled within their bucket and the batches of all
-    buckets are shuffled together; without (evaluation): in order, bucket by bucket. A bucket's
-    last batch may be short; make_batch pads it with zero-weight rows, so no example is dropped.
-    """
-    which = assign_buckets(enc.lengths, buckets)
-    plan = []
-    for k, length in enumerate(buckets):
-        rows = np.flatnonzero(which == k)
-        if rng is not None:
-            rows = rng.permutation(rows)
-        plan += [(rows[i:i + batch_size], length) for i in range(0, len(rows), batch_size)]
-    if rng is not None:
-        plan = [plan[i] for i in rng.permutation(len(plan))]
-    return plan
-
-
-def steps_per_epoch(enc: Encoded, batch_size: int, buckets: Sequence[int]) -> int:
-    which = assign_buckets(enc.lengths, buckets)
-    counts = np.bincount(which, minlength=len(buckets))
-    return int(sum(-(-c // batch_size) for c in counts))
 
 
 @dataclasses.dataclass

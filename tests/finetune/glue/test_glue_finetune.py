@@ -13,7 +13,7 @@ from bertjax import checkpoint
 from bertjax.data import tokenizer
 from bertjax import metrics as metrics_lib, optim
 from bertjax.finetune import trainer, grid, pretrained, report
-from bertjax.finetune.glue import data, tasks
+from bertjax.finetune.glue import data, kind as glue_kind, tasks
 from bertjax.models import bert
 
 
@@ -100,7 +100,7 @@ def test_submission_files_for_every_task(tmp_path, glue_dir):
         for name, split in tasks.load_task(spec, root).test.items():
             preds = (np.linspace(0, 5, len(split)) if spec.is_regression
                      else np.arange(len(split)) % spec.num_labels)
-            path = report.write_submission(spec, name, split.ids, preds, tmp_path / "sub")
+            path = glue_kind.write_submission(spec, name, split.ids, preds, tmp_path / "sub")
             rows = _read_tsv(path)
             assert rows[0] == ["index", "prediction"] and len(rows) == len(split) + 1
             assert [r[0] for r in rows[1:]] == split.ids
@@ -111,7 +111,7 @@ def test_submission_files_for_every_task(tmp_path, glue_dir):
                                     "MNLI-m.tsv", "MNLI-mm.tsv", "AX.tsv", "QNLI.tsv",
                                     "RTE.tsv", "WNLI.tsv"])
     with pytest.raises(ValueError, match="3 test rows but 2 predictions"):
-        report.write_submission(tasks.get_task("RTE"), "RTE", ["0", "1", "2"], np.zeros(2),
+        glue_kind.write_submission(tasks.get_task("RTE"), "RTE", ["0", "1", "2"], np.zeros(2),
                                 tmp_path)
 
 

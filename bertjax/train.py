@@ -5,7 +5,7 @@ checks that run before anything expensive; the loop (data -> devices -> step -> 
 checkpoints), which resumes from the workdir's latest checkpoint automatically.
 Elsewhere: the checkpoint layout (checkpoint.RunCheckpoints), device placement and the
 cross-device reductions (parallel), prefetching with the iterator state (data/prefetch),
-the SIGTERM flag (preemption), one experiment per workdir (workdir).
+the SIGTERM/Ctrl-C stop (preemption), one experiment per workdir (workdir).
 """
 from __future__ import annotations
 
@@ -242,7 +242,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
     model_cfg = check_config(config)
     all_phases = phases(config)
     workdir = epath.Path(workdir)
-    with dir_lock.hold(workdir, "pretraining"):  # one run per workdir; released on any exit
+    # One run per workdir (released on any exit); Ctrl-C as a stop (bertjax/preemption.py).
+    with dir_lock.hold(workdir, "pretraining"), preemption.StopFlag() as stop:
         workdir_lib.check_same_experiment(workdir, config, _RESUME_MUST_MATCH)
         tok = tok_lib.load(config.data.tokenizer)
         tok_lib.check_matches_model(tok, model_cfg.vocab_size)
@@ -259,12 +260,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
             parallel.barrier("prepared")
             if not is_main:
                 prepared = pretraining.prepare_if_needed(config.data, str(workdir), tokenizer=tok)
-            return _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main)
+            return _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main,
+                          stop)
         finally:
             ckpts.close()
 
 
-def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main) -> RunResult:
+def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main,
+           stop: preemption.StopFlag) -> RunResult:
     """Model and state, restore or init, data, the steps. The caller closes `ckpts` (it exists
     before data preparation, so that an unwritable directory stops the run first)."""
     from bertjax.data import pretraining
@@ -362,7 +365,7 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
     bar = tqdm(total=config.train.steps, initial=step, disable=not is_main, unit="step",
                dynamic_ncols=True)
     try:
-        with preemption.SigtermFlag() as stop:
+        with stop.at_step_boundaries():
             while step < config.train.steps and not budget_spent():
                 if phase_at(all_phases, step) != phase:  # BERT recipe: switch to long sequences
                     phase = phase_at(all_phases, step)
@@ -423,7 +426,9 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                              used["minutes"], used["flops"])
                 if preempt:
                     preempted = True
-                    log.warning("preempted at step %d; checkpoint saved", step)
+                    log.warning("%s at step %d; checkpoint saved; the same command resumes",
+                                "stopped by Ctrl-C" if stop.signal == "SIGINT" else "preempted",
+                                step)
                     break
         ckpts.wait(step)  # the last save must be complete (or its failure reported)
     finally:  # also on errors: stop the prefetch thread (the caller closes the checkpoints)

@@ -207,6 +207,10 @@ def run(main: Callable) -> None:
         _quiet_libraries()
         try:
             out = main(argv)
+            stop = sys.modules.get("bertjax.preemption")
+            if stop is not None and stop.stopped_by() == "SIGINT":
+                sys.exit(EXIT_INTERRUPTED)  # a first Ctrl-C: the loop saved and returned
+            return out
         except USER_ERRORS as e:
             if _TRACEBACK.value:
                 raise
@@ -223,9 +227,5 @@ def run(main: Callable) -> None:
             # checkpoint write cut short stays under its temporary name, ignored on resume.
             sys.stdout.flush()
             os._exit(EXIT_INTERRUPTED)
-        stop = sys.modules.get("bertjax.preemption")
-        if stop is not None and stop.stopped_by() == "SIGINT":
-            sys.exit(EXIT_INTERRUPTED)  # a first Ctrl-C: the loop saved and returned
-        return out
 
     app.run(wrapped, flags_parser=_parse_flags)

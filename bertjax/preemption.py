@@ -74,6 +74,8 @@ class StopFlag:
             signal.signal(signum, self._old.pop(signum))
 
     def __enter__(self):
+        global _stopped_by
+        _stopped_by = None  # a new run (a sweep runs several in one process)
         self._install(signal.SIGINT, self._sigint)
         return self
 

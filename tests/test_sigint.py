@@ -203,3 +203,46 @@ def test_second_ctrl_c_stops_at_once_and_keeps_the_last_complete_checkpoint(
     params, _, _, _ = checkpoint.load_pretrained(workdir)
     assert params and last >= 2
     _resume_matches(workdir, prepared_dir, reference, last)
+
+
+@pytest.mark.slow  # two preparations of a ~2 MB corpus (~30 s)
+def test_ctrl_c_during_preparation_stops_in_one_line_and_the_rerun_completes(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "tests", "bad_inputs"))
+    from bad_input_helpers import bert_corpus
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(12):
+        (corpus / f"part{i}.txt").write_text(bert_corpus(1000, seed=i))
+    out = tmp_path / "out"
+    args = [sys.executable, os.path.join(REPO, "scripts", "prepare_pretraining_data.py"),
+            f"--config={os.path.join(REPO, 'configs', 'pretrain.py')}:tiny",
+            f"--config.data.corpus={corpus}", "--config.data.prepare_workers=2",
+            f"--output={out}"]
+    proc = subprocess.Popen(args, env=_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and \
+                not list(out.glob(".work-*/unit-*")):
+            time.sleep(0.02)
+        time.sleep(0.5)  # the workers are tokenizing
+        assert proc.poll() is None, "preparation ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)  # parent and pool workers, as a terminal does
+        stdout, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    _no_traceback(err)
+    assert [x for x in err.splitlines() if x.startswith("interrupted (Ctrl-C)")], err[-3000:]
+    assert stdout == ""  # no JSON result for an unfinished preparation
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # no pool worker outlives it
+        os.killpg(proc.pid, 0)
+    from bertjax.data import prepare
+    assert not prepare.is_prepared(out) and not (out / ".bertjax.lock").exists()
+
+    rerun = subprocess.run(args, env=_ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert prepare.metadata(out)["stats"]["documents"] == 12 * 1000
+    assert not list(out.glob(".work-*"))

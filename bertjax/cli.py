@@ -190,11 +190,20 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return rest
 
 
+class _OrbaxNotes(logging.Filter):
+    """Orbax's INFO and WARNING records describe its own options ("Given directory is read
+    only", "setting save_interval_steps=0" when a checkpoint is loaded): not the user's."""
+
+    def filter(self, record):
+        return record.levelno >= logging.ERROR or "/orbax/" not in record.pathname
+
+
 def _quiet_libraries() -> None:
-    """The project's progress at INFO; the libraries' INFO chatter (Orbax, TFDS) hidden, so an
-    early failure is its one line. An explicit --verbosity (or -v) is respected."""
+    """The project's progress at INFO; the libraries' chatter (Orbax, TFDS INFO) hidden, so an
+    early failure is its one line. An explicit --verbosity (or -v) shows everything."""
     if not flags.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.WARNING)
+        logging.getLogger("absl").addFilter(_OrbaxNotes())
     logging.getLogger("bertjax").setLevel(logging.INFO)
 
 

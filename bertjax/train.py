@@ -26,7 +26,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from bertjax import checkpoint as ckpt_lib
-from bertjax import context_probe, dir_lock
+from bertjax import config_checks, context_probe, dir_lock
 from bertjax import losses, metrics as metrics_lib, optim, parallel, preemption, records
 from bertjax import workdir as workdir_lib
 from bertjax.data import prefetch as prefetch_lib
@@ -179,17 +179,15 @@ def phase_at(all_phases: list[Phase], step: int) -> Phase:
 
 
 def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
+    """Every field, by the table in bertjax/config_checks.py and the checks its rows name;
+    the warnings it finds are logged, one line each."""
     from bertjax.data import corpus as corpus_lib, masking as masking_lib, prepare, pretraining
     model_cfg = bert.BertConfig.from_dict(config.model.to_dict())
     optim.check_config(config.optim)
     t, d = config.train, config.data
-    for key in ("batch_size", "steps", "log_every", "eval_every", "eval_steps",
-                "checkpoint_every", "grad_accum_steps"):
-        if int(t[key]) < 1:
-            raise ValueError(f"train.{key}={t[key]}: expected a positive integer")
-    for key in ("budget_minutes", "budget_flops"):
-        if t[key] < 0:
-            raise ValueError(f"train.{key}={t[key]}: expected >= 0 (0 = no budget)")
+    corpus_lib.check_format(d.corpus_format)
+    prepare.check_eval_fraction(d.eval_fraction)
+    warnings = config_checks.check(config)
     parallel.check_mode(config.parallel.mode, config.parallel.fsdp)
     parallel.check_batch_divisible(t.batch_size, t.grad_accum_steps, config.parallel.mode)
     if d.packing == "sequences":
@@ -202,12 +200,6 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
                              "raise model.max_position_embeddings)")
     # The data options are validated where they are used (the pipeline's option classes); built
     # here as well so that a bad value fails before the corpus is prepared.
-    corpus_lib.check_format(d.corpus_format)
-    prepare.check_eval_fraction(d.eval_fraction)
-    if t.phase2_start >= 0:
-        for key, low in (("phase2_max_seq_len", 8), ("phase2_max_predictions_per_seq", 1)):
-            if t[key] < low:
-                raise ValueError(f"train.{key}={t[key]}: expected at least {low}")
     for p in phases(config):
         pairing = pretraining.PairingOptions(
             max_seq_len=p.seq_len, short_seq_prob=d.short_seq_prob, nsp=d.nsp,
@@ -218,6 +210,8 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
             random_token_prob=d.random_token_prob, max_predictions=p.max_predictions,
             whole_word=d.whole_word_mask)
         pretraining.check_prediction_budget(pairing, masking)
+    for line in warnings:
+        log.warning("%s", line)
     return model_cfg
 
 
@@ -241,6 +235,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
         parallel.initialize_distributed()
     model_cfg = check_config(config)
     all_phases = phases(config)
+    if not str(workdir).strip():  # epath would take '' as the current directory
+        raise ValueError("workdir is empty; expected a directory")
     workdir = epath.Path(workdir)
     # One run per workdir (released on any exit); Ctrl-C as a stop (bertjax/preemption.py).
     with dir_lock.hold(workdir, "pretraining"), preemption.StopFlag() as stop:

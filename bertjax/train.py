@@ -5,7 +5,7 @@ checks that run before anything expensive; the loop (data -> devices -> step -> 
 checkpoints), which resumes from the workdir's latest checkpoint automatically.
 Elsewhere: the checkpoint layout (checkpoint.RunCheckpoints), device placement and the
 cross-device reductions (parallel), prefetching with the iterator state (data/prefetch),
-the SIGTERM flag (preemption), one experiment per workdir (workdir).
+the SIGTERM/Ctrl-C stop (preemption), one experiment per workdir (workdir).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from bertjax import checkpoint as ckpt_lib
-from bertjax import context_probe, dir_lock
+from bertjax import config_checks, context_probe, dir_lock
 from bertjax import losses, metrics as metrics_lib, optim, parallel, preemption, records
 from bertjax import workdir as workdir_lib
 from bertjax.data import prefetch as prefetch_lib
@@ -179,17 +179,15 @@ def phase_at(all_phases: list[Phase], step: int) -> Phase:
 
 
 def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
+    """Every field, by the table in bertjax/config_checks.py and the checks its rows name;
+    the warnings it finds are logged, one line each."""
     from bertjax.data import corpus as corpus_lib, masking as masking_lib, prepare, pretraining
     model_cfg = bert.BertConfig.from_dict(config.model.to_dict())
     optim.check_config(config.optim)
     t, d = config.train, config.data
-    for key in ("batch_size", "steps", "log_every", "eval_every", "eval_steps",
-                "checkpoint_every", "grad_accum_steps"):
-        if int(t[key]) < 1:
-            raise ValueError(f"train.{key}={t[key]}: expected a positive integer")
-    for key in ("budget_minutes", "budget_flops"):
-        if t[key] < 0:
-            raise ValueError(f"train.{key}={t[key]}: expected >= 0 (0 = no budget)")
+    corpus_lib.check_format(d.corpus_format)
+    prepare.check_eval_fraction(d.eval_fraction)
+    warnings = config_checks.check(config)
     parallel.check_mode(config.parallel.mode, config.parallel.fsdp)
     parallel.check_batch_divisible(t.batch_size, t.grad_accum_steps, config.parallel.mode)
     if d.packing == "sequences":
@@ -202,12 +200,6 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
                              "raise model.max_position_embeddings)")
     # The data options are validated where they are used (the pipeline's option classes); built
     # here as well so that a bad value fails before the corpus is prepared.
-    corpus_lib.check_format(d.corpus_format)
-    prepare.check_eval_fraction(d.eval_fraction)
-    if t.phase2_start >= 0:
-        for key, low in (("phase2_max_seq_len", 8), ("phase2_max_predictions_per_seq", 1)):
-            if t[key] < low:
-                raise ValueError(f"train.{key}={t[key]}: expected at least {low}")
     for p in phases(config):
         pairing = pretraining.PairingOptions(
             max_seq_len=p.seq_len, short_seq_prob=d.short_seq_prob, nsp=d.nsp,
@@ -218,6 +210,8 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
             random_token_prob=d.random_token_prob, max_predictions=p.max_predictions,
             whole_word=d.whole_word_mask)
         pretraining.check_prediction_budget(pairing, masking)
+    for line in warnings:
+        log.warning("%s", line)
     return model_cfg
 
 
@@ -241,8 +235,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
         parallel.initialize_distributed()
     model_cfg = check_config(config)
     all_phases = phases(config)
+    if not str(workdir).strip():  # epath would take '' as the current directory
+        raise ValueError("workdir is empty; expected a directory")
     workdir = epath.Path(workdir)
-    with dir_lock.hold(workdir, "pretraining"):  # one run per workdir; released on any exit
+    # One run per workdir (released on any exit); Ctrl-C as a stop (bertjax/preemption.py).
+    with dir_lock.hold(workdir, "pretraining"), preemption.StopFlag() as stop:
         workdir_lib.check_same_experiment(workdir, config, _RESUME_MUST_MATCH)
         tok = tok_lib.load(config.data.tokenizer)
         tok_lib.check_matches_model(tok, model_cfg.vocab_size)
@@ -259,12 +256,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
             parallel.barrier("prepared")
             if not is_main:
                 prepared = pretraining.prepare_if_needed(config.data, str(workdir), tokenizer=tok)
-            return _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main)
+            return _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main,
+                          stop)
         finally:
             ckpts.close()
 
 
-def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main) -> RunResult:
+def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main,
+           stop: preemption.StopFlag) -> RunResult:
     """Model and state, restore or init, data, the steps. The caller closes `ckpts` (it exists
     before data preparation, so that an unwritable directory stops the run first)."""
     from bertjax.data import pretraining
@@ -362,7 +361,7 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
     bar = tqdm(total=config.train.steps, initial=step, disable=not is_main, unit="step",
                dynamic_ncols=True)
     try:
-        with preemption.SigtermFlag() as stop:
+        with stop.at_step_boundaries():
             while step < config.train.steps and not budget_spent():
                 if phase_at(all_phases, step) != phase:  # BERT recipe: switch to long sequences
                     phase = phase_at(all_phases, step)
@@ -423,7 +422,9 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                              used["minutes"], used["flops"])
                 if preempt:
                     preempted = True
-                    log.warning("preempted at step %d; checkpoint saved", step)
+                    log.warning("%s at step %d; checkpoint saved; the same command resumes",
+                                "stopped by Ctrl-C" if stop.signal == "SIGINT" else "preempted",
+                                step)
                     break
         ckpts.wait(step)  # the last save must be complete (or its failure reported)
     finally:  # also on errors: stop the prefetch thread (the caller closes the checkpoints)

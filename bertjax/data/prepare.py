@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pathlib
 import shutil
+import signal
 import sys
 import time
 from typing import Iterable, Sequence
@@ -107,6 +108,13 @@ _CONTEXT: _Context | None = None
 def _init_worker(context: _Context) -> None:
     global _CONTEXT
     _CONTEXT = context
+
+
+def _init_pool_worker(context: _Context) -> None:
+    # A Ctrl-C in a terminal reaches the whole process group: only the parent handles it (it
+    # stops the pool; a rerun redoes the unfinished units), not each worker with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(context)
 
 
 def _unit_paths(work_dir: str, index: int) -> dict:
@@ -303,7 +311,8 @@ def _run_units(context: _Context, units: Sequence[corpus_lib.Unit], num_workers:
         else:
             # spawn, not fork: the caller may hold JAX/grain threads, which do not survive fork.
             ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(context,)) as pool:
+            with ctx.Pool(workers, initializer=_init_pool_worker,
+                          initargs=(context,)) as pool:
                 for i, s in pool.imap_unordered(_run_unit, todo):
                     stats[i] = s
                     bar.update(units[i].nbytes)

@@ -26,21 +26,21 @@ def test_smoke_runs_every_part_and_prints_one_json(tmp_path):
     p = _run("--smoke", "--markdown=report.md", "--workdir=work", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     report = json.loads(p.stdout)  # stdout is the JSON document and nothing else
-    assert report["smoke"] and report["device"]["backend"] == "cpu"
-    assert report["device"]["peak_bf16_flops"] is None  # CPU: unknown peak -> null
+    gpu = report["device"]["backend"] == "gpu"  # on a GPU box the cuDNN parts run too
+    assert report["smoke"] and (gpu or report["device"]["peak_bf16_flops"] is None)
     rows = report["throughput"]
     assert [(r["seq"], r["attention_impl"], r["packed_sequences_per_row"]) for r in rows] == [
         (16, "xla", 0), (16, "cudnn", 0), (32, "xla", 0), (32, "cudnn", 0), (32, "xla", 2)]
     for r in rows:
-        if r["attention_impl"] == "cudnn":
+        if r["attention_impl"] == "cudnn" and not gpu:
             assert r["status"] == gpu_report.NO_GPU
         else:
-            assert r["status"] == "ok" and r["seq_per_s"] > 0 and r["mfu"] is None, r
+            assert r["status"] == "ok" and r["seq_per_s"] > 0 and (gpu or r["mfu"] is None), r
             assert r["tokens_per_s"] == pytest.approx(r["seq_per_s"] * r["seq"])
             assert r["dtype"] == "bfloat16" and r["mode"] == "jit" and r["step_memory_bytes"] > 0
     num = report["numerics"]
     for dtype, tol in (("bfloat16", 0.1), ("float32", 1e-4)):
-        assert num[dtype]["cudnn"] == gpu_report.NO_GPU
+        assert gpu or num[dtype]["cudnn"] == gpu_report.NO_GPU
         assert 0 <= num[dtype]["einsum"]["output"] < tol, num[dtype]
         assert 0 <= max(num[dtype]["einsum"][f"grad_{n}"] for n in "qkv") < tol
     pre = report["pretrain"]
@@ -50,7 +50,8 @@ def test_smoke_runs_every_part_and_prints_one_json(tmp_path):
     glue = report["glue"]
     assert glue["status"] == "ok" and glue["train_examples_per_s"] > 0, glue
     md = (tmp_path / "report.md").read_text()
-    assert "| 16 | cudnn | no |" in md and "skipped: no GPU" in md and "GLUE fine-tuning: ok" in md
+    assert "| 16 | cudnn | no |" in md and "GLUE fine-tuning: ok" in md
+    assert gpu or "skipped: no GPU" in md
 
 
 def test_refuses_a_workdir_that_is_not_empty(tmp_path):

@@ -93,3 +93,15 @@ def test_synthetic_packed_batch_keeps_sequences_apart():
     assert b["sequence_ids"][0].tolist() == [1] * 8 + [2] * 8
     assert b["position_ids"][0].tolist() == list(range(8)) * 2
     assert b["cls_positions"][0].tolist() == [0, 8] and b["nsp_label"].shape == (2, 2)
+
+
+def test_a_spent_budget_skips_what_is_left_and_still_reports(monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu_report, "attention_numerics", lambda shape: {"shape_bshd": shape})
+    report = gpu_report.run(smoke=True, budget_s=0.0, workdir=str(tmp_path))
+    assert len(report["throughput"]) == 5
+    assert all(r["status"].startswith("skipped: the report's time budget")
+               for r in report["throughput"])
+    assert report["pretrain"]["status"].startswith("skipped") and "pretrain" not in report["seconds"]
+    assert report["glue"]["status"].startswith("skipped") and not any(tmp_path.iterdir())
+    md = gpu_report.markdown(report)
+    assert "| 32 | xla | 2 | - |" in md and "Pretraining: skipped" in md

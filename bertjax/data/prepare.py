@@ -36,7 +36,7 @@ from tensorflow_datasets.core import dataset_builder
 
 from bertjax import dir_lock, records
 from bertjax.data import corpus as corpus_lib
-from bertjax.data import holdout
+from bertjax.data import holdout, prepare_stats
 from bertjax.data import tokenizer as tokenizer_lib
 
 _log = py_logging.getLogger("bertjax.prepare")  # shown by the entry points (absl's is not)
@@ -121,9 +121,7 @@ def _run_unit(index_and_unit: tuple[int, corpus_lib.Unit]) -> tuple[int, dict]:
     tok, dtype = job.tokenizer, token_dtype(job.tokenizer.vocab_size)
     serialize = _serializer(tok.vocab_size)
     read = corpus_lib.ReadStats()
-    counts = {"documents": {s: 0 for s in SPLITS}, "sentences": 0, "tokens": 0,
-              "empty_documents": 0, "long_sentences_cut": 0, "split_seconds": 0.0,
-              "tokenize_seconds": 0.0}
+    counts = prepare_stats.unit_counts(SPLITS)
     lowest_train = []  # (hash, record index): candidates to move to eval if it ends up too small
     # CPU time, not wall time: per-core rates stay meaningful on a shared, busy machine.
     clock = time.process_time
@@ -265,7 +263,7 @@ class Documents(dataset_builder.FileReaderBuilder):
         for i, records in moved.items():
             unit_stats[i]["documents"]["train"] -= len(records)
             unit_stats[i]["documents"]["eval"] += len(records)
-        self.stats = _summarise(unit_stats, wall, self._corpus.lines_are_sentences)
+        self.stats = prepare_stats.summarise(unit_stats, wall, self._corpus.lines_are_sentences)
         if not any(s.name == "train" for s in splits):
             raise ValueError(
                 f"corpus {self._corpus.description} produced no training documents "
@@ -333,34 +331,6 @@ def _write_all(path, records: Iterable[bytes]) -> None:
     for r in records:
         w.write(r)
     w.close()
-
-
-def _summarise(unit_stats: list[dict], wall: float, lines_are_sentences: bool) -> dict:
-    invalid: dict = {}
-    for s in unit_stats:
-        for path, n in s["invalid_utf8"].items():
-            invalid[path] = invalid.get(path, 0) + n
-    nbytes = sum(s["bytes"] for s in unit_stats)
-    split_s = sum(s["split_seconds"] for s in unit_stats)
-    cpu_s = sum(s["cpu_seconds"] for s in unit_stats)
-    return {
-        "documents": sum(s["documents"]["train"] + s["documents"]["eval"] for s in unit_stats),
-        "train_documents": sum(s["documents"]["train"] for s in unit_stats),
-        "eval_documents": sum(s["documents"]["eval"] for s in unit_stats),
-        "sentences": sum(s["sentences"] for s in unit_stats),
-        "tokens": sum(s["tokens"] for s in unit_stats),
-        "empty_documents": sum(s["empty_documents"] for s in unit_stats),
-        "long_sentences_cut": sum(s.get("long_sentences_cut", 0) for s in unit_stats),
-        "bytes": nbytes,
-        "units": len(unit_stats),
-        "invalid_utf8_lines": invalid,
-        "wall_seconds": round(wall, 3),
-        "cpu_seconds": round(cpu_s, 3),
-        # Per-core rates: work done divided by the CPU time the workers spent on it.
-        "mb_per_s_per_core": round(nbytes / 1e6 / cpu_s, 3) if cpu_s else None,
-        "sentence_split_mb_per_s": (round(nbytes / 1e6 / split_s, 3)
-                                    if split_s and not lines_are_sentences else None),
-    }
 
 
 # --------------------------------------------------------------------------------------------

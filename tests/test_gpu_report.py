@@ -21,7 +21,7 @@ def _run(*args, cwd):
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.slow  # ~3 min on 2 busy cores: eight small compiles
+@pytest.mark.slow  # 2.5-4 min on 2 busy cores, nearly all of it compiling
 def test_smoke_runs_every_part_and_prints_one_json(tmp_path):
     p = _run("--smoke", "--markdown=report.md", "--workdir=work", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -9,19 +9,18 @@ With --peer_python, also runs ../shared/bench/peer_hf_flax_bench.py (Hugging Fac
 FlaxBertForPreTraining) with the same shapes in the same run and reports the speed ratio. The
 repeats alternate (bertjax, peer, bertjax, peer, ...) so that both see the same machine
 conditions; the JSON has the best of each, their ratio, and the median of the per-repeat ratios.
+The timing itself lives in bertjax/step_benchmark.py (shared with scripts/gpu_report.py).
 """
-import functools
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 
 from absl import flags
 from ml_collections import config_flags
 
-from bertjax import cli
+from bertjax import cli, step_benchmark
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", cli.repo_file("configs/pretrain.py") + ":mini", "Config.", lock_config=True)
@@ -42,98 +41,6 @@ _PEER_SCRIPT = flags.DEFINE_string(
                                 "peer_hf_flax_bench.py"), "Peer benchmark script.")
 
 
-def synthetic_batch(rng, vocab_size, batch, seq, preds, fill=1.0, packed=0):
-    """Random tokens; each row's first round(fill * seq) positions real, split into `packed`
-    sequences when packed > 0 (positions restarting, one [CLS]/NSP pair each)."""
-    import numpy as np
-    real = max(1, min(seq, round(fill * seq)))
-    mask = np.zeros((batch, seq), np.int32)
-    mask[:, :real] = 1
-    host = dict(
-        input_ids=rng.integers(5, vocab_size, (batch, seq), dtype=np.int32) * mask,
-        segment_ids=np.zeros((batch, seq), np.int32), input_mask=mask,
-        masked_positions=np.sort(rng.choice(real, (batch, preds)), axis=1).astype(np.int32),
-        masked_ids=rng.integers(5, vocab_size, (batch, preds), dtype=np.int32),
-        masked_weights=np.ones((batch, preds), np.float32),
-        nsp_label=rng.integers(0, 2, batch, dtype=np.int32))
-    if packed > 0:
-        starts = np.linspace(0, real, packed + 1).astype(np.int64)[:-1]
-        seq_ids = (np.searchsorted(starts, np.arange(seq), side="right") * mask[0])
-        pos = np.arange(seq) - starts[np.maximum(seq_ids - 1, 0)]
-        host.update(sequence_ids=np.tile(seq_ids.astype(np.int32), (batch, 1)),
-                    position_ids=np.tile((pos * mask[0]).astype(np.int32), (batch, 1)),
-                    cls_positions=np.tile(starts.astype(np.int32), (batch, 1)),
-                    nsp_label=rng.integers(0, 2, (batch, packed), dtype=np.int32),
-                    nsp_weights=np.ones((batch, packed), np.float32))
-    return host
-
-
-def bench(config, batch, seq, preds, steps, fill=1.0, packed=0):
-    """Compiles the step; returns (time_once, result): time_once() times `steps` steps."""
-    import jax
-    import numpy as np
-
-    from bertjax import metrics, optim, parallel, train
-    from bertjax.models import bert
-
-    model_cfg = bert.BertConfig.from_dict(config.model.to_dict())
-    model = bert.BertForPreTraining(model_cfg)
-    tx, sched = optim.make_optimizer(config.optim, 1000)
-    init = functools.partial(train.init_state, model=model, tx=tx, seq_len=seq,
-                             max_predictions=preds)
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
-    dp = parallel.DataParallel(
-        config.parallel.mode,
-        functools.partial(train.train_step, model=model, tx=tx, schedule=sched,
-                          grad_accum=config.train.grad_accum_steps, use_nsp=True),
-        abstract, fsdp=config.parallel.fsdp)
-    state = dp.put_state(jax.jit(init)(jax.random.PRNGKey(0)))
-    host = synthetic_batch(np.random.default_rng(0), model_cfg.vocab_size, batch, seq, preds,
-                           fill, packed)
-    b = dp.put_batch(host)
-    t0 = time.perf_counter()
-    state, out = dp.step(state, b)
-    jax.block_until_ready(out)
-    compile_s = time.perf_counter() - t0
-    state, out = dp.step(state, b)
-    jax.block_until_ready(out)
-    times = []
-
-    def time_once() -> float:
-        nonlocal state, out
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            state, out = dp.step(state, b)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / steps)
-        return times[-1]
-
-    def result() -> dict:
-        step_s = min(times)
-        flops = metrics.pretraining_flops_per_sequence(model_cfg, seq, preds) * batch / step_s
-        peak = metrics.peak_flops()
-        real = metrics.real_token_figures(
-            model_cfg, seq_len=seq, rows=batch, seconds=step_s,
-            real_tokens=float(host["input_mask"].sum()),
-            predictions=float(host["masked_weights"].sum()),
-            pairs=float(host["nsp_weights"].sum()) if packed else batch, peak=peak,
-            devices=jax.device_count())
-        return {
-            "impl": "bertjax", "size": model_cfg.size, "mode": dp.mode,
-            "dtype": model_cfg.dtype, "attention_impl": model_cfg.attention_impl,
-            "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
-            "batch": batch, "seq": seq, "predictions": preds,
-            "compile_s": round(compile_s, 3), "step_s": step_s, "step_s_all_repeats": times,
-            "seq_per_s": batch / step_s, "tokens_per_s": batch * seq / step_s,
-            "model_tflops_per_s": flops / 1e12,
-            "mfu": flops / (peak * jax.device_count()) if peak else None,
-            "packed_sequences_per_row": packed, **real,
-            "final_metrics": train.summarize(dp.metrics_to_host(out)),
-        }
-
-    return time_once, result
-
-
 def peer(python, script, cfg, batch, seq, steps):
     cmd = [python, script, "--layers", str(cfg.num_layers), "--hidden", str(cfg.hidden_size),
            "--heads", str(cfg.num_heads), "--seq", str(seq), "--batch", str(batch),
@@ -147,8 +54,8 @@ def main(argv):
     config = _CONFIG.value
     peer_script = cli.user_path(_PEER_SCRIPT.value)
     with cli.stdout_to_stderr():
-        time_once, result = bench(config, _BATCH.value, _SEQ.value, _PREDS.value, _STEPS.value,
-                                  _FILL.value, _PACKED.value)
+        time_once, result = step_benchmark.bench(config, _BATCH.value, _SEQ.value, _PREDS.value,
+                                                 _STEPS.value, _FILL.value, _PACKED.value)
         from bertjax.models import bert
         cfg = bert.BertConfig.from_dict(config.model.to_dict())
         peer_runs = []

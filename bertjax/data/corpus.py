@@ -31,7 +31,7 @@ import os
 import pathlib
 import re
 import zlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 FORMATS = ("auto", "bert", "wikiextractor", "files")
 # Work unit size: small enough to balance 2..64 workers, large enough to amortise a unit's setup.
@@ -49,6 +49,13 @@ class Document:
     key: str
     lines: list[str]  # sentences if the corpus says `lines_are_sentences`, else paragraphs;
                       # may be empty (readers pass empty documents on, preparation counts them)
+    group: str = ""   # documents of one group are held out together (e.g. duplicates of each
+                      # other, see default_corpus.py); "" = the document alone
+
+    @property
+    def holdout_key(self) -> str:
+        """What the evaluation hold-out hashes (bertjax/data/prepare.py)."""
+        return self.group or self.key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,12 +106,22 @@ def open_corpus(spec: str, corpus_format: str = "auto", *, tfds_data_dir: str = 
     check_format(corpus_format)
     if not spec:
         raise ValueError("data.corpus is empty: expected 'default', a path/glob or 'tfds:NAME'")
-    if spec == "default":
-        return DefaultCorpus()
-    if spec.startswith("tfds:"):
-        from bertjax.data.tfds_corpus import TfdsCorpus  # imports TFDS only when asked for
-        return TfdsCorpus(spec[len("tfds:"):], data_dir=tfds_data_dir)
+    for prefix, opener in _KINDS.items():
+        if spec == prefix or (prefix.endswith(":") and spec.startswith(prefix)):
+            return opener(spec[len(prefix):], tfds_data_dir=tfds_data_dir, unit_bytes=unit_bytes)
     return FileCorpus(spec, corpus_format, unit_bytes=unit_bytes)
+
+
+# Corpus kinds named by their spec rather than a path, registered by the modules that implement
+# them (default_corpus.py: 'default'; tfds_corpus.py: 'tfds:' + name), which the package's
+# __init__ imports: this module, their interface, never imports them back.
+_KINDS: dict[str, Callable[..., Corpus]] = {}
+
+
+def register_kind(prefix: str, opener: Callable[..., Corpus]) -> None:
+    """`spec == prefix`, or for a prefix ending in ':' any spec starting with it, opens as
+    `opener(rest_of_spec, tfds_data_dir=..., unit_bytes=...)`."""
+    _KINDS[prefix] = opener
 
 
 def check_format(corpus_format: str) -> None:
@@ -368,64 +385,6 @@ def _read_whole_file(path: str, rel: str, stats: ReadStats) -> Iterator[Document
     stats.bytes += len(raw)
     text = "\n".join(decode_text(line, path, stats) for line in raw.split(b"\n"))
     yield Document(rel, _paragraphs(text))  # empty ones too: preparation counts them
-
-
-# --------------------------------------------------------------------------------------------
-# The built-in default corpus.
-
-class DefaultCorpus(Corpus):
-    """CPython's pydoc topics (the Language Reference chapters `help()` shows), ~0.45 MB.
-
-    Each section (a heading underlined with *, = or -) is a document; indented blocks (grammar
-    and code examples) are dropped, bullets are kept as paragraphs.
-    """
-    description = "default (CPython pydoc_data topics)"
-
-    def fingerprint(self) -> dict:
-        import sys
-        return {"description": self.description, "python": sys.version.split()[0]}
-
-    def units(self) -> list[Unit]:
-        return [Unit(nbytes=sum(len(t.encode()) for t in _pydoc_topics().values()))]
-
-    def read(self, unit: Unit, stats: ReadStats) -> Iterator[Document]:
-        for name, text in sorted(_pydoc_topics().items()):
-            stats.bytes += len(text.encode("utf-8"))
-            for i, section in enumerate(_sections(text)):
-                paragraphs = []
-                for block in re.split(r"\n\s*\n", section):
-                    if not block.strip() or block.startswith("   "):
-                        continue
-                    para = " ".join(block.split())
-                    paragraphs.append(para[2:] if para.startswith("* ") else para)
-                if paragraphs:
-                    yield Document(f"pydoc:{name}#{i}", paragraphs)
-
-
-def _pydoc_topics() -> dict:
-    try:
-        from pydoc_data import topics
-    except ImportError as e:  # some distributions strip it
-        raise FileNotFoundError(
-            "data.corpus='default' needs CPython's pydoc_data module, which this Python lacks; "
-            "point data.corpus at a text file instead") from e
-    return topics.topics
-
-
-def _sections(text: str) -> list[str]:
-    lines = text.split("\n")
-    sections, current = [], []
-    for i, line in enumerate(lines):
-        underline = i + 1 < len(lines) and re.fullmatch(r"([*=\-])\1{2,}", lines[i + 1].strip())
-        if underline and current:
-            sections.append("\n".join(current))
-            current = []
-        if re.fullmatch(r"([*=\-])\1{2,}", line.strip()):
-            continue
-        current.append(line)
-    if current:
-        sections.append("\n".join(current))
-    return sections
 
 
 # --------------------------------------------------------------------------------------------

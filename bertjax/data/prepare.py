@@ -4,7 +4,8 @@ Each record is one document: `tokens` (all its token ids, uint16 when the vocabu
 `sentence_lengths` (int32, how many of those tokens each sentence has). That is the document as
 a list of sentences, stored flat because two flat arrays decode in microseconds where a ragged
 list of arrays would not. Splits: 'train' and 'eval' (documents held out by a hash of their
-corpus key, so the hold-out does not depend on worker count or file order).
+corpus key, or of their group when the corpus groups duplicates, so the hold-out does not depend
+on worker count or file order and duplicates stay on one side).
 
 Preparation streams: each worker process reads one work unit (~8 MB of text, see corpus.py),
 splits sentences, tokenizes and appends records to its own array_record file, holding at most
@@ -18,6 +19,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import logging as py_logging
 import multiprocessing
 import os
 import pathlib
@@ -35,12 +37,13 @@ from tensorflow_datasets.core import dataset_builder
 
 from bertjax import dir_lock, records
 from bertjax.data import corpus as corpus_lib
+from bertjax.data import holdout, prepare_stats
 from bertjax.data import tokenizer as tokenizer_lib
 
+_log = py_logging.getLogger("bertjax.prepare")  # shown by the entry points (absl's is not)
 NAME = "bertjax_documents"
 VERSION = "1.0.0"
 SPLITS = ("train", "eval")
-MIN_EVAL_DOCUMENTS = 2  # NotNext pairs need two documents; small corpora get at least this many
 # A "sentence" longer than LONG_SENTENCE tokens is a line that was never split (a file without
 # line breaks in the BERT layout, a table): the pairing would keep one truncated row of it per
 # epoch and drop the rest, so it is cut into SENTENCE_PIECE-token pieces, which fill rows of
@@ -79,15 +82,6 @@ def load_builder(prepared_dir: str | os.PathLike):
 
 def metadata(prepared_dir: str | os.PathLike) -> dict:
     return dict(load_builder(prepared_dir).info.metadata or {})
-
-
-def is_eval_document(key: str, eval_fraction: float) -> bool:
-    return _unit_interval(key) < eval_fraction
-
-
-def _unit_interval(key: str) -> float:
-    h = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2.0**64
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,9 +129,7 @@ def _run_unit(index_and_unit: tuple[int, corpus_lib.Unit]) -> tuple[int, dict]:
     tok, dtype = job.tokenizer, token_dtype(job.tokenizer.vocab_size)
     serialize = _serializer(tok.vocab_size)
     read = corpus_lib.ReadStats()
-    counts = {"documents": {s: 0 for s in SPLITS}, "sentences": 0, "tokens": 0,
-              "empty_documents": 0, "long_sentences_cut": 0, "split_seconds": 0.0,
-              "tokenize_seconds": 0.0}
+    counts = prepare_stats.unit_counts(SPLITS)
     lowest_train = []  # (hash, record index): candidates to move to eval if it ends up too small
     # CPU time, not wall time: per-core rates stay meaningful on a shared, busy machine.
     clock = time.process_time
@@ -164,11 +156,11 @@ def _run_unit(index_and_unit: tuple[int, corpus_lib.Unit]) -> tuple[int, dict]:
             lengths = np.fromiter(map(len, ids), np.int32, count=len(ids))
             tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype,
                                  count=int(lengths.sum()))
-            u = _unit_interval(doc.key)
+            u = holdout.unit_interval(doc.holdout_key)  # a group (duplicates) stays on one side
             split = "eval" if u < job.eval_fraction else "train"
             if split == "train":
                 lowest_train = sorted(lowest_train + [(u, counts["documents"]["train"])])
-                lowest_train = lowest_train[:MIN_EVAL_DOCUMENTS]
+                lowest_train = lowest_train[:holdout.MIN_EVAL_DOCUMENTS]
             writers[split].write(serialize({"tokens": tokens, "sentence_lengths": lengths}))
             counts["documents"][split] += 1
             counts["sentences"] += len(ids)
@@ -220,6 +212,15 @@ class Documents(dataset_builder.FileReaderBuilder):
             metadata=tfds.core.MetadataDict(),
         )
 
+    # In TFDS's words: "Downloading and preparing dataset Unknown size ...". Nothing downloads.
+    def _log_download_bytes(self) -> None:
+        _log.info("preparing %s with %s into %s (tokenized once; later runs reuse it)",
+                  self._corpus.description, self._tokenizer.identity()["path"], self.data_dir)
+
+    def _log_download_done(self) -> None:
+        _log.info("prepared %s: %d documents (%d held out for evaluation)",
+                  self.data_dir, self.stats["documents"], self.stats["eval_documents"])
+
     def work_dir(self) -> pathlib.Path:
         """Where finished units wait across crashes; named by everything that shapes the output."""
         key = json.dumps({"corpus": self._corpus.fingerprint(),
@@ -238,7 +239,7 @@ class Documents(dataset_builder.FileReaderBuilder):
         context = _Context(self._corpus, self._tokenizer, str(work_dir), self._eval_fraction)
         unit_stats = _run_units(context, units, self._num_workers, self._progress)
         wall = time.perf_counter() - t0
-        moved = _eval_top_up(unit_stats, self._eval_fraction)
+        moved = holdout.eval_top_up(unit_stats, self._eval_fraction)
         splits = []
         for split in SPLITS:
             sign = 1 if split == "eval" else -1
@@ -270,7 +271,7 @@ class Documents(dataset_builder.FileReaderBuilder):
         for i, records in moved.items():
             unit_stats[i]["documents"]["train"] -= len(records)
             unit_stats[i]["documents"]["eval"] += len(records)
-        self.stats = _summarise(unit_stats, wall, self._corpus.lines_are_sentences)
+        self.stats = prepare_stats.summarise(unit_stats, wall, self._corpus.lines_are_sentences)
         if not any(s.name == "train" for s in splits):
             raise ValueError(
                 f"corpus {self._corpus.description} produced no training documents "
@@ -319,23 +320,6 @@ def _run_units(context: _Context, units: Sequence[corpus_lib.Unit], num_workers:
     return stats
 
 
-def _eval_top_up(unit_stats: list[dict], eval_fraction: float) -> dict[int, list[int]]:
-    """Training records (unit -> record indices) to move to eval when a small corpus left it with
-    fewer than MIN_EVAL_DOCUMENTS: the ones with the lowest key hashes, as if the threshold had
-    been a little higher. Only small corpora hit this (1% of ~200 documents may round to 0)."""
-    n_eval = sum(s["documents"]["eval"] for s in unit_stats)
-    n_train = sum(s["documents"]["train"] for s in unit_stats)
-    need = MIN_EVAL_DOCUMENTS - n_eval
-    if eval_fraction <= 0 or need <= 0 or n_train < 2 * MIN_EVAL_DOCUMENTS:
-        return {}
-    candidates = sorted((u, unit, rec) for unit, s in enumerate(unit_stats)
-                        for u, rec in s["lowest_train"])[:need]
-    moved: dict[int, list[int]] = {}
-    for _, unit, rec in candidates:
-        moved.setdefault(unit, []).append(rec)
-    return {unit: sorted(recs) for unit, recs in moved.items()}
-
-
 def _link_or_copy(src: str, dst) -> None:
     try:
         os.link(src, dst)
@@ -356,34 +340,6 @@ def _write_all(path, records: Iterable[bytes]) -> None:
     for r in records:
         w.write(r)
     w.close()
-
-
-def _summarise(unit_stats: list[dict], wall: float, lines_are_sentences: bool) -> dict:
-    invalid: dict = {}
-    for s in unit_stats:
-        for path, n in s["invalid_utf8"].items():
-            invalid[path] = invalid.get(path, 0) + n
-    nbytes = sum(s["bytes"] for s in unit_stats)
-    split_s = sum(s["split_seconds"] for s in unit_stats)
-    cpu_s = sum(s["cpu_seconds"] for s in unit_stats)
-    return {
-        "documents": sum(s["documents"]["train"] + s["documents"]["eval"] for s in unit_stats),
-        "train_documents": sum(s["documents"]["train"] for s in unit_stats),
-        "eval_documents": sum(s["documents"]["eval"] for s in unit_stats),
-        "sentences": sum(s["sentences"] for s in unit_stats),
-        "tokens": sum(s["tokens"] for s in unit_stats),
-        "empty_documents": sum(s["empty_documents"] for s in unit_stats),
-        "long_sentences_cut": sum(s.get("long_sentences_cut", 0) for s in unit_stats),
-        "bytes": nbytes,
-        "units": len(unit_stats),
-        "invalid_utf8_lines": invalid,
-        "wall_seconds": round(wall, 3),
-        "cpu_seconds": round(cpu_s, 3),
-        # Per-core rates: work done divided by the CPU time the workers spent on it.
-        "mb_per_s_per_core": round(nbytes / 1e6 / cpu_s, 3) if cpu_s else None,
-        "sentence_split_mb_per_s": (round(nbytes / 1e6 / split_s, 3)
-                                    if split_s and not lines_are_sentences else None),
-    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """TFDS text datasets as a pretraining corpus (`data.corpus='tfds:NAME[/CONFIG][:SPLIT]'`).
 
-Kept apart from corpus.py so that TFDS is imported only when such a corpus is asked for. The
+Kept apart from corpus.py so that TFDS is imported only when such a corpus is asked for; the
+'tfds:' spec reaches TfdsCorpus through corpus.register_kind at the end of this module. The
 dataset must be prepared beforehand in the TFDS data dir: nothing is downloaded here.
 """
 from __future__ import annotations
 
 from typing import Iterator
 
+from bertjax.data import corpus
 from bertjax.data.corpus import Corpus, Document, ReadStats, Unit, decode_text
 
 
@@ -97,3 +99,7 @@ def _text_feature(builder, name_spec: str) -> str:
         return texts[0]
     raise ValueError(f"data.corpus='tfds:{name_spec}': expected a 'text' feature (or exactly one "
                      f"Text feature); found features {list(features)}")
+
+
+corpus.register_kind("tfds:", lambda rest, tfds_data_dir="", **_: TfdsCorpus(
+    rest, data_dir=tfds_data_dir))  # TFDS itself is imported only when such a corpus opens

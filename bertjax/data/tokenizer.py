@@ -23,20 +23,19 @@ import datetime
 import hashlib
 import os
 import pathlib
-import re
 import tempfile
 import time
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
 
 from bertjax.data import offsets
+# The special-token strings live in specials.py (shared with wordpiece.py); tokenizer.PAD ...
+# stay the names the rest of the code uses.
+from bertjax.data.specials import CLS, MASK, PAD, SEP, UNK, encode_with_specials
 
-PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_IDS = {PAD: 0, UNK: 1, CLS: 2, SEP: 3, MASK: 4}
-# The capturing group makes re.split keep the matched token: odd items are special tokens.
-_SPECIAL_TEXT = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_IDS) + ")")
 MODEL_TYPES = ("unigram", "bpe")
 # SentencePiece's whitespace marker: the first character of every word-initial piece.
 WORD_START = "\u2581"
@@ -129,28 +128,6 @@ class Tokenizer(offsets.EncodesWithOffsets):
 
     def __repr__(self) -> str:
         return f"Tokenizer({str(self.path)!r}, vocab_size={self.vocab_size})"
-
-
-def encode_with_specials(texts: Sequence[str],
-                         encode_plain: Callable[[Sequence[str]], list[list[int]]],
-                         special_ids: Mapping[str, int]) -> list[list[int]]:
-    """Encodes `texts` with the special tokens typed in them mapped to `special_ids`; the text
-    between special tokens goes to `encode_plain` (a batch encoder), each stretch on its own."""
-    texts = list(texts)
-    if not any("[" in t for t in texts):  # the common case costs one scan
-        return encode_plain(texts)
-    parts = [_SPECIAL_TEXT.split(t) for t in texts]
-    encoded = iter(encode_plain([p for ps in parts for p in ps[0::2] if p]))
-    out = []
-    for ps in parts:
-        ids = []
-        for i, p in enumerate(ps):
-            if i % 2:
-                ids.append(special_ids[p])
-            elif p:
-                ids.extend(next(encoded))
-        out.append(ids)
-    return out
 
 
 def _processor(model_bytes: bytes, where) -> spm.SentencePieceProcessor:

@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from bertjax.data import offsets
-from bertjax.data import tokenizer as tokenizer_lib
+from bertjax.data import specials
 
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer_config.json"
@@ -121,7 +121,7 @@ class WordPieceTokenizer(offsets.EncodesWithOffsets):
 
     def encode_batch(self, texts: Sequence[str], parse_specials: bool = True) -> list[list[int]]:
         if parse_specials:
-            return tokenizer_lib.encode_with_specials(texts, self._encode_plain,
+            return specials.encode_with_specials(texts, self._encode_plain,
                                                       self._special_ids_by_token)
         return self._encode_plain(texts)
 

@@ -1,10 +1,11 @@
+import collections
 import gzip
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bertjax.data import corpus, prepare, tfds_corpus
+from bertjax.data import corpus, default_corpus, holdout, prepare, tfds_corpus
 
 
 def _docs(c, stats=None):
@@ -142,3 +143,32 @@ def test_prepare_from_tfds(tfds_dir, tmp_path, committed_tokenizer):
     meta = prepare.prepare("tfds:local_texts", str(committed_tokenizer.path), tmp_path / "out",
                            tfds_data_dir=tfds_dir, eval_fraction=0.0, progress=False)
     assert meta["stats"]["documents"] == 45 and meta["stats"]["sentences"] == 45 * 3
+
+
+def test_duplicate_families_link_through_shared_long_paragraphs():
+    long_a, long_b = "one two three four five six seven eight", "a b c d e f g h i"
+    docs = [corpus.Document("d0", [long_a, "See also:"]),
+            corpus.Document("d1", ["x", long_a, long_b]),
+            corpus.Document("d2", [long_b]),           # linked to d0 through d1
+            corpus.Document("d3", ["See also:"]),      # shares only a short paragraph
+            corpus.Document("d4", [])]
+    assert default_corpus.duplicate_families(docs) == ["d0", "d0", "d0", "d3", "d4"]
+
+
+def test_default_corpus_holdout_keeps_duplicates_on_one_side():
+    docs = list(corpus.open_corpus("default").documents())
+    families = collections.Counter(d.group for d in docs)
+    assert all(d.group for d in docs) and sum(n > 1 for n in families.values()) >= 10
+    long = default_corpus.FAMILY_MIN_WORDS
+
+    def paragraphs(ds):
+        return {p for d in ds for p in d.lines if len(p.split()) >= long}
+
+    for fraction in (0.05, 0.1, 0.3):
+        held = [d for d in docs if holdout.is_eval_document(d.holdout_key, fraction)]
+        kept = [d for d in docs if not holdout.is_eval_document(d.holdout_key, fraction)]
+        assert held and kept and not paragraphs(held) & paragraphs(kept)
+    # Held out one by one, as before, the same corpus leaked duplicates into eval.
+    held = [d for d in docs if holdout.is_eval_document(d.key, 0.3)]
+    kept = [d for d in docs if not holdout.is_eval_document(d.key, 0.3)]
+    assert paragraphs(held) & paragraphs(kept)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from bertjax.data import corpus, prepare, pretraining
+from bertjax.data import corpus, holdout, prepare, pretraining
 
 
 def _write_bert_corpus(path, num_docs, rng, empty_every=0):
@@ -67,7 +67,7 @@ def test_eval_documents_are_held_out_by_key_hash(tmp_path, committed_tokenizer):
     _write_bert_corpus(tmp_path / "c.txt", 200, np.random.default_rng(2))
     c = corpus.open_corpus(str(tmp_path / "c.txt"))
     keys = [d.key for d in c.documents()]
-    want_eval = sum(prepare.is_eval_document(k, 0.25) for k in keys)
+    want_eval = sum(holdout.is_eval_document(k, 0.25) for k in keys)
     meta = prepare.prepare(str(tmp_path / "c.txt"), str(committed_tokenizer.path),
                            tmp_path / "out", eval_fraction=0.25, progress=False)
     assert meta["stats"]["eval_documents"] == want_eval and 30 < want_eval < 70
@@ -168,3 +168,37 @@ def test_prepare_if_needed_defaults_to_workdir(tmp_path, committed_tokenizer, da
     assert builder.info.splits["train"].num_examples + \
         builder.info.splits["eval"].num_examples == 10
     assert json.loads(json.dumps(builder.info.metadata["tokenizer"]))["vocab_size"] == 30522
+
+
+class _GroupedCorpus(corpus.Corpus):
+    """60 one-sentence documents in groups of three."""
+    description = "grouped"
+
+    def units(self):
+        return [corpus.Unit(nbytes=1)]
+
+    def read(self, unit, stats):
+        for i in range(60):
+            yield corpus.Document(f"doc{i}", [f"Document {i} is in group {i // 3}."],
+                                  group=f"g{i // 3}")
+
+
+def test_a_group_is_held_out_whole_and_tfds_download_words_are_not_printed(
+        tmp_path, committed_tokenizer, capfd, caplog):
+    builder = prepare.Documents(data_dir=str(tmp_path / "out"), corpus=_GroupedCorpus(),
+                                tokenizer=committed_tokenizer, eval_fraction=0.3, num_workers=1,
+                                corpus_spec="grouped", progress=False)
+    with caplog.at_level("INFO", logger="bertjax"):
+        builder.download_and_prepare()
+    docs = list(_GroupedCorpus().documents())
+    want = {tuple(committed_tokenizer.encode(d.lines[0])) for d in docs
+            if holdout.is_eval_document(d.group, 0.3)}
+    by_key = sum(holdout.is_eval_document(d.key, 0.3) for d in docs)
+    assert 3 <= len(want) <= 36 and len(want) % 3 == 0 and len(want) != by_key
+    got = {s for r in _records(tmp_path / "out", "eval") for s in _as_sentences(r)}
+    assert got == want
+    printed = capfd.readouterr()
+    assert "Downloading and preparing" not in printed.out + printed.err
+    assert "downloaded and prepared" not in printed.out + printed.err
+    assert "preparing grouped with enwiki_30522_unigram.model" in caplog.text
+    assert f"60 documents ({len(want)} held out for evaluation)" in caplog.text

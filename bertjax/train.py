@@ -85,14 +85,14 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
     (`collectives.params_for_compute`); the optimizer update stays on the stored layout."""
     c = collectives
     dropout_rng = c.per_device_rng(jax.random.fold_in(state.rng, state.step))
-    mlm_total = c.sum(jnp.sum(batch["masked_weights"].astype(jnp.float32)))
+    predictions_total = c.sum(jnp.sum(batch["masked_weights"].astype(jnp.float32)))
     nsp_total = c.sum(jnp.sum(batch["nsp_weights"]) if "nsp_weights" in batch  # packed pairs
                       else jnp.float32(batch["nsp_label"].shape[0]))
 
     def loss_fn(params, micro, rng):
         sums = _loss_sums(params, micro, rng, model=model, use_nsp=use_nsp, deterministic=False,
                           collectives=c, objective=objective)
-        loss = sums[f"{objective.head}_loss_sum"] / jnp.maximum(mlm_total, 1.0)
+        loss = sums[f"{objective.head}_loss_sum"] / jnp.maximum(predictions_total, 1.0)
         if use_nsp:
             loss = loss + sums["nsp_loss_sum"] / nsp_total
         return loss, sums

@@ -3,7 +3,8 @@
 Parameter names follow the original BERT checkpoint layout (bert/embeddings/word_embeddings,
 bert/encoder/layer_N/attention/self/query, cls/predictions/transform/dense, ...) so that
 converting to and from Google/Hugging Face checkpoints is a table of renames and transposes.
-Kernels are stored [in, out] as in the TensorFlow checkpoints.
+Kernels are stored [in, out] as in the TensorFlow checkpoints. The config (BertConfig, the size
+table) lives in models/config.py and is re-exported here.
 """
 from __future__ import annotations
 
@@ -287,7 +288,8 @@ class BertModel(nn.Module):
     sequence_ids [batch, length] and optionally cls_positions [batch, max_sequences]: positions
     restart per sequence, attention stays inside each sequence, and the pooled output is
     taken at every sequence's [CLS] ([batch, max_sequences, hidden]). Without it the model is
-    the unpacked one, unchanged."""
+    the unpacked one, unchanged. With config.causal every position attends to itself and what
+    is left of it, and the pooled output is the last real token's (summary_positions)."""
     config: BertConfig
 
     def setup(self):
@@ -401,7 +403,8 @@ class BertForPreTraining(nn.Module):
 
 
 class BertForSequenceClassification(nn.Module):
-    """GLUE head: dropout + dense on the pooled output. num_labels=1 is regression (STS-B).
+    """GLUE head: dropout + dense on the pooled output ([CLS], or under a causal mask the last
+    real token: summary_positions). num_labels=1 is regression (STS-B).
 
     Returns float32 logits [batch, num_labels] (or [batch] for regression)."""
     config: BertConfig

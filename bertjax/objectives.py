@@ -27,9 +27,10 @@ from bertjax.data.masking import MaskingOptions, MaskTransform, Vocab
 class Objective:
     name: str
     head: str                 # metric prefix of the prediction head: <head>_loss, <head>_count
-    causal: bool              # needs model.causal=True (and nothing else does: False)
+    causal: bool              # the model.causal it requires
     nsp: bool                 # may be combined with NSP (data.nsp)
     context_probe: bool       # eval runs bertjax/context_probe.py's shuffled-context feed
+    perplexity: bool          # reports <head>_perplexity = exp(<head>_loss)
     metrics: Callable         # (logits, batch) -> losses' sums dict for `head`
     batch_maker: Callable     # (tokenizer, MaskingOptions) -> the Grain transform adding targets
     predictions: Callable     # (seq_len, data.max_predictions_per_seq) -> prediction slots per row
@@ -42,7 +43,7 @@ class Objective:
                 f"objective={self.name!r} needs model.causal={self.causal}, got "
                 f"model.causal={model_cfg.causal}{preset}" + (
                     "; a bidirectional encoder would see the token it predicts"
-                    if self.causal else ""))
+                    if self.causal else "; causal attention is the 'ltr' objective's"))
         if data_config.nsp and not self.nsp:
             raise ValueError(f"objective={self.name!r} has no next-sentence prediction: set "
                              f"data.nsp=False{preset}")
@@ -56,8 +57,8 @@ class Objective:
                 count = max(float(sums[f"{head}_count"]), 1e-8)
                 out[f"{head}_loss"] = float(sums[f"{head}_loss_sum"]) / count
                 out[f"{head}_accuracy"] = float(sums[f"{head}_correct"]) / count
-        if self.name == "ltr":
-            out["ltr_perplexity"] = math.exp(min(out["ltr_loss"], 700.0))
+        if self.perplexity:
+            out[f"{self.head}_perplexity"] = math.exp(min(out[f"{self.head}_loss"], 700.0))
         out["loss"] = out[f"{self.head}_loss"] + out.get("nsp_loss", 0.0)
         return out
 
@@ -95,11 +96,11 @@ def _mlm_targets(tok, masking: MaskingOptions):
 
 
 MLM = Objective(
-    name="mlm", head="mlm", causal=False, nsp=True, context_probe=True,
+    name="mlm", head="mlm", causal=False, nsp=True, context_probe=True, perplexity=False,
     metrics=lambda logits, b: losses.mlm_metrics(logits, b["masked_ids"], b["masked_weights"]),
     batch_maker=_mlm_targets, predictions=lambda seq_len, max_predictions: max_predictions)
 LTR = Objective(
-    name="ltr", head="ltr", causal=True, nsp=False, context_probe=False,
+    name="ltr", head="ltr", causal=True, nsp=False, context_probe=False, perplexity=True,
     metrics=lambda logits, b: losses.ltr_metrics(logits, b["masked_ids"], b["masked_weights"]),
     batch_maker=lambda tok, masking: ltr_lib.NextTokenTransform(),
     predictions=lambda seq_len, max_predictions: seq_len)

@@ -4,7 +4,10 @@ A checkpoint directory is an Orbax `CheckpointManager` root (`<dir>/<step>/...`)
 these items:
   params      the BertForPreTraining parameter tree ({'bert': ..., 'cls': ...}), float32
   metadata    JSON: {'model': BertConfig fields, 'tokenizer': tokenizer identity, 'config': the
-              full run config (pretraining runs), 'source': where it came from}
+              full run config (pretraining runs), 'source': where it came from, 'objective':
+              'mlm' | 'ltr' (pretraining runs; absent = 'mlm')}. model.causal (absent = False)
+              is what makes a left-to-right checkpoint's fine-tuning keep the causal mask: every
+              model built from this config gets it.
   train_state optimizer state, step and RNG (pretraining runs only)
   data_iter   the input pipeline's iterator state (pretraining runs only)
 A pretraining workdir keeps its checkpoints in `<workdir>/checkpoints`; `load_pretrained` accepts

@@ -45,6 +45,7 @@ _PHASE2 = "when train.phase2_start >= 0"
 
 TABLE = (
     Rule("seed", INT, _min(0), "an integer >= 0"),
+    Rule("objective", STR, by="objectives.of"),  # mlm | ltr, and what each needs of the model
     # --- model: bert.BertConfig checks shapes, names, dtypes and dropout rates.
     *(Rule(f"model.{k}", INT, by="bert.BertConfig") for k in (
         "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -53,6 +54,7 @@ TABLE = (
         "position_embedding", "hidden_act", "attention_impl", "dtype", "param_dtype")),
     Rule("model.size", STR),  # a label only
     *(Rule(f"model.{k}", BOOL) for k in ("pre_layer_norm", "remat", "scan_layers")),
+    Rule("model.causal", BOOL, by="objectives.of"),  # must agree with the objective
     *(Rule(f"model.{k}", FLOAT, by="bert.BertConfig") for k in (
         "hidden_dropout_rate", "attention_dropout_rate")),
     Rule("model.layer_norm_eps", FLOAT, lambda v, c: v > 0, "> 0"),

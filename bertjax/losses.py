@@ -78,6 +78,12 @@ def mlm_metrics(logits: jax.Array, masked_ids: jax.Array, masked_weights: jax.Ar
     return _weighted_metrics("mlm", logits, masked_ids, masked_weights)
 
 
+def ltr_metrics(logits: jax.Array, next_ids: jax.Array, weights: jax.Array) -> dict:
+    """Left-to-right LM: next-token cross-entropy and accuracy, the mean over positions with
+    weight 1 (bertjax/data/ltr.py). logits [B, T, V], next_ids [B, T], weights [B, T]."""
+    return _weighted_metrics("ltr", logits, next_ids, weights)
+
+
 def nsp_metrics(logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> dict:
     """Next-sentence prediction cross-entropy and accuracy. logits [B, 2], labels [B]."""
     w = jnp.ones(labels.shape, jnp.float32) if weights is None else weights

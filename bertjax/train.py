@@ -26,8 +26,8 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from bertjax import checkpoint as ckpt_lib
-from bertjax import config_checks, context_probe, dir_lock
-from bertjax import losses, metrics as metrics_lib, optim, parallel, preemption, records
+from bertjax import config_checks, dir_lock, records
+from bertjax import losses, metrics as metrics_lib, objectives, optim, parallel, preemption
 from bertjax import workdir as workdir_lib
 from bertjax.data import prefetch as prefetch_lib
 from bertjax.models import attention, bert
@@ -57,7 +57,7 @@ def init_state(rng, model: bert.BertForPreTraining, tx: optax.GradientTransforma
 
 
 def _loss_sums(params, batch, dropout_rng, *, model, use_nsp: bool, deterministic: bool,
-               collectives: parallel.Collectives):
+               collectives: parallel.Collectives, objective=objectives.MLM):
     params = collectives.params_for_compute(params)  # FSDP: the one place params meet the model
     packing = {k: batch[k] for k in ("position_ids", "sequence_ids", "cls_positions")
                if k in batch}  # packed rows (bertjax.data.pretraining.MODEL_PACKING_KEYS)
@@ -65,17 +65,18 @@ def _loss_sums(params, batch, dropout_rng, *, model, use_nsp: bool, deterministi
         {"params": params}, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
         batch["masked_positions"], deterministic=deterministic, rngs={"dropout": dropout_rng},
         packing=packing or None)
-    m = losses.mlm_metrics(mlm_logits, batch["masked_ids"], batch["masked_weights"])
-    n = losses.nsp_metrics(nsp_logits, batch["nsp_label"], batch.get("nsp_weights"))
-    sums = {k: m[k] for k in ("mlm_loss_sum", "mlm_correct", "mlm_count")}
+    m, h = objective.metrics(mlm_logits, batch), objective.head  # masked LM or next tokens
+    sums = {k: m[k] for k in (f"{h}_loss_sum", f"{h}_correct", f"{h}_count")}
     sums["real_token_count"] = jnp.sum(batch["input_mask"].astype(jnp.float32))
     if use_nsp:
+        n = losses.nsp_metrics(nsp_logits, batch["nsp_label"], batch.get("nsp_weights"))
         sums.update({k: n[k] for k in ("nsp_loss_sum", "nsp_correct", "nsp_count")})
     return sums
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accum: int,
-               use_nsp: bool, collectives: parallel.Collectives = parallel.ONE_DEVICE):
+               use_nsp: bool, collectives: parallel.Collectives = parallel.ONE_DEVICE,
+               objective: objectives.Objective = objectives.MLM):
     """One optimizer update on one global batch, split into `grad_accum` micro-batches.
 
     The loss is sum-over-predictions / count-over-the-whole-global-batch, so one device,
@@ -84,19 +85,19 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
     (`collectives.params_for_compute`); the optimizer update stays on the stored layout."""
     c = collectives
     dropout_rng = c.per_device_rng(jax.random.fold_in(state.rng, state.step))
-    mlm_total = c.sum(jnp.sum(batch["masked_weights"].astype(jnp.float32)))
+    predictions_total = c.sum(jnp.sum(batch["masked_weights"].astype(jnp.float32)))
     nsp_total = c.sum(jnp.sum(batch["nsp_weights"]) if "nsp_weights" in batch  # packed pairs
                       else jnp.float32(batch["nsp_label"].shape[0]))
 
-    def objective(params, micro, rng):
+    def loss_fn(params, micro, rng):
         sums = _loss_sums(params, micro, rng, model=model, use_nsp=use_nsp, deterministic=False,
-                          collectives=c)
-        loss = sums["mlm_loss_sum"] / jnp.maximum(mlm_total, 1.0)
+                          collectives=c, objective=objective)
+        loss = sums[f"{objective.head}_loss_sum"] / jnp.maximum(predictions_total, 1.0)
         if use_nsp:
             loss = loss + sums["nsp_loss_sum"] / nsp_total
         return loss, sums
 
-    grad_fn = jax.grad(objective, has_aux=True)
+    grad_fn = jax.grad(loss_fn, has_aux=True)
     if grad_accum == 1:
         grads, sums = grad_fn(state.params, batch, dropout_rng)
     else:
@@ -126,22 +127,16 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, grad_accu
 
 
 def eval_step(state: TrainState, batch: dict, *, model, use_nsp: bool,
-              collectives: parallel.Collectives = parallel.ONE_DEVICE):
+              collectives: parallel.Collectives = parallel.ONE_DEVICE,
+              objective: objectives.Objective = objectives.MLM):
     sums = _loss_sums(state.params, batch, state.rng, model=model, use_nsp=use_nsp,
-                      deterministic=True, collectives=collectives)
+                      deterministic=True, collectives=collectives, objective=objective)
     return collectives.sum(sums)
 
 
-def summarize(sums: dict) -> dict:
+def summarize(sums: dict, objective: objectives.Objective = objectives.MLM) -> dict:
     """Summed counters (over steps/devices) -> mean losses and accuracies."""
-    out = {}
-    for head in ("mlm", "nsp"):
-        if f"{head}_count" in sums:
-            count = max(float(sums[f"{head}_count"]), 1e-8)
-            out[f"{head}_loss"] = float(sums[f"{head}_loss_sum"]) / count
-            out[f"{head}_accuracy"] = float(sums[f"{head}_correct"]) / count
-    out["loss"] = out["mlm_loss"] + out.get("nsp_loss", 0.0)
-    return out
+    return objective.summarize(sums)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,7 +148,7 @@ _RESUME_MUST_MATCH = ("model", "data.corpus", "data.corpus_format", "data.max_se
                       "data.nsp", "data.mask_rate", "data.mask_token_prob",
                       "data.random_token_prob", "data.max_predictions_per_seq",
                       "data.whole_word_mask", "data.short_seq_prob", "data.packing",
-                      "data.max_sequences_per_row", "optim",
+                      "data.max_sequences_per_row", "optim", "objective",
                       "train.batch_size", "train.grad_accum_steps", "seed")
 
 
@@ -167,11 +162,15 @@ class Phase:
 
 
 def phases(config) -> list[Phase]:
-    out = [Phase(0, 0, config.data.max_seq_len, config.data.max_predictions_per_seq)]
+    slots = objectives.of(config).predictions  # LTR: every position predicts
+    out = [Phase(0, 0, config.data.max_seq_len,
+                 slots(config.data.max_seq_len, config.data.max_predictions_per_seq))]
     if config.train.phase2_start >= 0:
         out.append(Phase(1, config.train.phase2_start, config.train.phase2_max_seq_len,
-                         config.train.phase2_max_predictions_per_seq))
+                         slots(config.train.phase2_max_seq_len,
+                               config.train.phase2_max_predictions_per_seq)))
     return out
+
 
 
 def phase_at(all_phases: list[Phase], step: int) -> Phase:
@@ -183,6 +182,7 @@ def check_config(config: ml_collections.ConfigDict) -> bert.BertConfig:
     the warnings it finds are logged, one line each."""
     from bertjax.data import corpus as corpus_lib, masking as masking_lib, prepare, pretraining
     model_cfg = bert.BertConfig.from_dict(config.model.to_dict())
+    objectives.of(config).check(model_cfg, config.data)
     optim.check_config(config.optim)
     t, d = config.train, config.data
     corpus_lib.check_format(d.corpus_format)
@@ -275,21 +275,23 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                                 max_predictions=all_phases[0].max_predictions)
     rng = jax.random.PRNGKey(config.seed)
     abstract_state = jax.eval_shape(init_fn, rng)
-    use_nsp = bool(config.data.nsp)
+    use_nsp, objective = bool(config.data.nsp), objectives.of(config)
     dp = parallel.DataParallel(
         config.parallel.mode,
         functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                          grad_accum=config.train.grad_accum_steps, use_nsp=use_nsp),
+                          grad_accum=config.train.grad_accum_steps, use_nsp=use_nsp,
+                          objective=objective),
         abstract_state, fsdp=config.parallel.fsdp,
-        eval_fn=functools.partial(eval_step, model=model, use_nsp=use_nsp))
+        eval_fn=functools.partial(eval_step, model=model, use_nsp=use_nsp, objective=objective))
     n_params = bert.param_count(abstract_state.params)
     log.info("model %s: %s parameters; %d devices, %d processes, mode=%s%s",
              model_cfg.size or "custom", f"{n_params:,}", jax.device_count(),
              jax.process_count(), dp.mode, " fsdp" if config.parallel.fsdp else "")
 
     # --- Restore or initialise.
-    meta = {"model": model_cfg.to_dict(), "tokenizer": tok.identity(),
-            "config": json.loads(config.to_json()), "source": "bertjax pretraining"}
+    meta = {"model": model_cfg.to_dict(), "tokenizer": tok.identity(),  # model: causal or not
+            "config": json.loads(config.to_json()), "source": "bertjax pretraining",
+            "objective": objective.name}
     latest = ckpts.latest_step()
     if latest is not None:
         state, it_state = ckpts.restore(latest, abstract_state, dp.shardings_for_restore())
@@ -310,7 +312,7 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
             seed=config.seed + 1000 * phase.index + seed_offset,
             process_index=jax.process_index(), process_count=jax.process_count(),
             shards=config.data.shards, max_seq_len=phase.seq_len,
-            max_predictions_per_seq=phase.max_predictions, tokenizer=tok)
+            max_predictions_per_seq=phase.max_predictions, tokenizer=tok, objective=objective.name)
 
     def device_batches(it, phase_index):
         def put(b):
@@ -329,18 +331,17 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
     peak = metrics_lib.peak_flops()
 
     def run_eval(state, step):
-        # Each eval batch also goes through with its context shuffled: context_nats (the
-        # escape from the unigram plateau, bertjax/context_probe.py) at every eval.
+        # The objective's eval feeds: MLM's also have the context shuffled (context_nats, the
+        # escape from the unigram plateau, bertjax/context_probe.py); LTR's are the rows as is.
         it = make_iterator("eval", phase_at(all_phases, step), seed_offset=7)
         rng, total = np.random.default_rng(step), {}
         for _, b in zip(range(config.train.eval_steps), it):
             bert.check_token_ids(b["input_ids"], model_cfg.vocab_size)
-            for name, fed in context_probe.eval_feeds(b, tok, model_cfg.vocab_size, rng).items():
+            for name, fed in objective.eval_feeds(b, tok, model_cfg.vocab_size, rng).items():
                 sums = dp.metrics_to_host(dp.eval(state, dp.put_batch(fed)))
                 total[name] = jax.tree_util.tree_map(np.add, total[name], sums) if name in total \
                     else sums
-        out = dict(summarize(total["all"]),
-                   **context_probe.eval_summary(total["intact"], total["shuffled"]))
+        out = objective.eval_summary(total)
         writer.write(step, "eval", out)
         log.info("eval step %d: %s", step, format_metrics(out))
         return out
@@ -403,11 +404,9 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                 if log_now and host:
                     now = time.perf_counter()
                     last_train = _train_log(host, window_steps, now - window_start, config,
-                                            phase, model_cfg, peak)
+                                            phase, model_cfg, peak, objective)
                     writer.write(step, "train", last_train)
-                    bar.set_postfix(loss=f"{last_train['loss']:.3f}",
-                                    mlm_acc=f"{last_train['mlm_accuracy']:.3f}",
-                                    ctx=f"{last_eval.get('context_nats', float('nan')):.2f}")
+                    bar.set_postfix(objective.progress(last_train, last_eval))
                     window_start, window_steps = now, 0
                 if step % config.train.eval_every == 0 or step == config.train.steps or over:
                     last_eval = run_eval(state, step)
@@ -439,7 +438,7 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
 
 def _check_finite(host_metrics: list, first_step: int, ckpts: ckpt_lib.RunCheckpoints) -> None:
     for i, m in enumerate(host_metrics):
-        bad = [k for k in ("mlm_loss_sum", "nsp_loss_sum", "grad_norm")
+        bad = [k for k in ("mlm_loss_sum", "ltr_loss_sum", "nsp_loss_sum", "grad_norm")
                if k in m and not np.isfinite(m[k])]
         if bad:
             raise FloatingPointError(
@@ -449,10 +448,10 @@ def _check_finite(host_metrics: list, first_step: int, ckpts: ckpt_lib.RunCheckp
 
 
 def _train_log(host: list, steps_timed: int, seconds: float, config, phase: Phase,
-               model_cfg, peak) -> dict:
+               model_cfg, peak, objective=objectives.MLM) -> dict:
     total = {k: np.sum([m[k] for m in host]) for k in host[0] if k.endswith(("_sum", "_correct",
                                                                              "_count"))}
-    out = summarize(total)
+    out = summarize(total, objective)
     out["grad_norm"] = float(host[-1]["grad_norm"])
     out["learning_rate"] = float(host[-1]["learning_rate"])
     if steps_timed > 0 and seconds > 0:
@@ -467,7 +466,8 @@ def _train_log(host: list, steps_timed: int, seconds: float, config, phase: Phas
         n = len(host)
         out.update(metrics_lib.real_token_figures(
             model_cfg, seq_len=phase.seq_len, rows=n * config.train.batch_size, seconds=n * step_s,
-            real_tokens=total["real_token_count"], predictions=total["mlm_count"],
+            real_tokens=total["real_token_count"],
+            predictions=total[objective.head + "_count"],
             pairs=total.get("nsp_count", 0.0), peak=peak, devices=jax.device_count()))
     return out
 

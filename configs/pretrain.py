@@ -2,7 +2,8 @@
 
 Variants: a model size (tiny, mini, small, medium, base, large), optionally followed by
 comma-separated presets, e.g. `base,gpu` or `large,bert_recipe,tpu,packed`. `tiny` alone is the
-CPU smoke/demo run on the built-in default corpus.
+CPU smoke/demo run on the built-in default corpus; `tiny,cpu_demo,ltr` is its left-to-right
+twin.
 
 Every field can be overridden on the command line: `--config.train.batch_size=64`.
 """
@@ -15,6 +16,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     size, *presets = [a.strip() for a in (arg or "tiny").split(",")]
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # 'mlm' (masked LM, + NSP when data.nsp) | 'ltr' (left-to-right LM: needs model.causal=True
+    # and data.nsp=False, which the preset `ltr` sets; bertjax/objectives.py)
+    c.objective = "mlm"
 
     # --- Model: every field of bert.BertConfig, shapes from the size table.
     c.model = ml_collections.ConfigDict(bert.model_config(size))
@@ -170,6 +174,12 @@ def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
         c.optim.learning_rate = 4e-3
         c.optim.b2 = 0.98
         c.optim.warmup_steps = 200
+    elif name == "ltr":
+        # The BERT paper's "LTR & No NSP" baseline (Table 5): causal attention, every position
+        # predicts the next token through the MLM head, nothing masked, no NSP.
+        c.objective = "ltr"
+        c.model.causal = True
+        c.data.nsp = False
     elif name == "packed":
         # Several whole sequences per row (NSP pairs, or MLM-only document pieces), almost
         # no padding (see get_config for the attention implementation).
@@ -177,7 +187,7 @@ def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
     else:
         raise ValueError(
             f"Unknown preset {name!r} in configs/pretrain.py; expected one of "
-            "cpu_demo, gpu, tpu, bert_recipe, position_learned, no_nsp, packed, cpu_transfer")
+            "cpu_demo, gpu, tpu, bert_recipe, position_learned, no_nsp, packed, cpu_transfer, ltr")
 
 
 # The BERT paper's Table 8 (MASK/SAME/RND = 80/10/10, 100/0/0, 80/0/20, 80/20/0, 0/20/80,

@@ -84,6 +84,10 @@ def config_from_hf(d: Mapping[str, Any], where: str = CONFIG_FILE) -> bert.BertC
 
 def config_to_hf(cfg: bert.BertConfig, pad_token_id: int = 0) -> dict:
     """Our BertConfig -> config.json for transformers' BertForPreTraining."""
+    if cfg.causal:
+        raise ConversionError(
+            "this model has causal attention (model.causal=True, objective='ltr'); Hugging Face "
+            "BertForPreTraining is bidirectional, so the export would silently drop the mask")
     if cfg.pre_layer_norm:
         raise ConversionError(
             "this model is pre-LN (model.pre_layer_norm=True); Hugging Face BERT is post-LN "

@@ -39,8 +39,9 @@ from typing import Sequence
 import grain
 import numpy as np
 
+from bertjax import objectives
 from bertjax.data import prepare as prepare_lib
-from bertjax.data.masking import MaskingOptions, MaskTransform, Vocab
+from bertjax.data.masking import MaskingOptions
 from bertjax.data import tokenizer as tokenizer_lib
 
 SPLITS = ("train", "eval")
@@ -366,7 +367,7 @@ def check_prediction_budget(pairing: PairingOptions, masking: MaskingOptions) ->
 def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global_batch_size: int,
                  seed: int, process_index: int = 0, process_count: int = 1,
                  max_seq_len: int | None = None, max_predictions_per_seq: int | None = None,
-                 tokenizer=None) -> grain.IterDataset:
+                 tokenizer=None, objective: str = "mlm") -> grain.IterDataset:
     """The Grain dataset behind make_iterator (see there)."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: expected one of {SPLITS}")
@@ -425,7 +426,7 @@ def make_dataset(data_config, prepared: str | os.PathLike, *, split: str, global
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1 if num_workers else 2,
                                               prefetch_buffer_size=2))
     it = grain.experimental.RebatchIterDataset(it, per_host, drop_remainder=True)
-    it = it.random_map(MaskTransform(Vocab.from_tokenizer(tok), masking), seed=seed + 1)
+    it = it.random_map(objectives.get(objective).batch_maker(tok, masking), seed=seed + 1)
     if num_workers:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return it
@@ -435,23 +436,22 @@ def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "tra
                   global_batch_size: int, seed: int, process_index: int = 0,
                   process_count: int = 1, shards: int = 0, max_seq_len: int | None = None,
                   max_predictions_per_seq: int | None = None,
-                  tokenizer=None) -> grain.DatasetIterator:
+                  tokenizer=None, objective: str = "mlm") -> grain.DatasetIterator:
     """An endless iterator of this host's batches (global_batch_size // process_count rows).
 
     The documents are split into `shards` disjoint shards (0: one per process), each with its
     own stream of global_batch_size // shards rows per batch; a process reads its consecutive
     block of shards and concatenates their rows. The global batch depends on the shard count,
-    not on the number of processes: one process with shards=N reads exactly the global batches
-    of N processes.
+    not on the number of processes: shards=N on one process gives N processes' global batches.
 
     Batches are dicts of numpy arrays: input_ids, segment_ids, input_mask [b, max_seq_len]
     (int32), masked_positions, masked_ids (int32) and masked_weights (float32)
     [b, max_predictions], nsp_label [b] (int32, 1 = NotNext). With data.packing='sequences'
     also position_ids, sequence_ids [b, max_seq_len] and, with NSP, cls_positions, nsp_label,
     nsp_weights [b, max_sequences_per_row] (see pack_rows). Eval ignores `seed` (EVAL_SEED).
-    The iterator is a grain.DatasetIterator: get_state()/set_state() round-trip JSON, and
-    Orbax saves it with grain.checkpoint.CheckpointSave / CheckpointRestore.
-    `tokenizer`: the loaded data_config.tokenizer, when the caller has it already.
+    A grain.DatasetIterator: get_state()/set_state() round-trip JSON (Orbax: grain.checkpoint).
+    `tokenizer`: the loaded data_config.tokenizer, when the caller has it already. `objective`
+    (bertjax/objectives.py): 'ltr' makes the targets next tokens (data/ltr.py), nothing masked.
     """
     shards = shards or process_count
     if shards % process_count:
@@ -465,7 +465,7 @@ def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "tra
                              global_batch_size=global_batch_size, seed=seed,
                              process_index=s, process_count=shards, max_seq_len=max_seq_len,
                              max_predictions_per_seq=max_predictions_per_seq,
-                             tokenizer=tokenizer)
+                             tokenizer=tokenizer, objective=objective)
                 for s in range(process_index * per_process, (process_index + 1) * per_process)]
     if len(datasets) == 1:
         return iter(datasets[0])

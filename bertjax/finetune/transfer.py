@@ -47,7 +47,11 @@ class FeatureClassifier(nn.Module):
         mixed = _frozen_mix(c, input_ids, segment_ids, input_mask)
         m = input_mask.astype(jnp.float32)[..., None]
         mean = jnp.sum(mixed * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
-        x = jnp.concatenate([mixed[:, 0], mean], axis=-1)
+        # The token that stands for the sequence: [CLS], or the last real token under a causal
+        # mask (an LTR checkpoint), where [CLS] would see only itself.
+        at = bert.summary_positions(c, input_mask)
+        summary = jnp.take_along_axis(mixed, at[:, None, None], axis=1)[:, 0]
+        x = jnp.concatenate([summary, mean], axis=-1)
         init = nn.initializers.truncated_normal(c.initializer_range)
         x = jnp.tanh(nn.Dense(self.hidden, kernel_init=init, name="dense")(x))
         x = Dropout(self.dropout_rate)(x, deterministic=deterministic)

@@ -4,7 +4,9 @@ Shapes follow jax.nn.dot_product_attention: q, k, v are [batch, length, heads, h
 `key_mask` is [batch, length] (True/1 = a real token, False/0 = padding). Packed rows (several
 sequences in one row, see bertjax/data/pretraining.py) also pass `sequence_ids` [batch, length]
 (1, 2, ... per packed sequence, 0 = padding): a token then attends only to keys of its own
-sequence, so the attention is block-diagonal and sequences never see each other.
+sequence, so the attention is block-diagonal and sequences never see each other. `causal=True`
+(the left-to-right objective) also hides every key to the right of the query: each position
+sees itself and what is left of it (with packing: block-diagonal and causal).
 
 Implementations:
   'einsum' - plain einsums, float32 softmax, attention-probability dropout (BERT's recipe).
@@ -18,6 +20,11 @@ one segment per row) or by a dense mask/bias that it adds to the logits; cuDNN's
 ("segment offsets") layout is reachable only through the private jax._src.cudnn API. A dense
 [batch, 1, length, length] mask through the fused kernel is untested here (no GPU), so packed
 rows with 'cudnn' are refused with a clear error; use 'xla' (or 'einsum') for packed batches.
+
+The causal mask: 'einsum' builds it into its boolean mask; 'xla' and 'cudnn' pass
+jax.nn.dot_product_attention's own is_causal flag (for cuDNN that selects its causal kernel
+mask, combined with the per-row lengths: untested here, no GPU; for 'xla' it is added to
+the padding mask there).
 """
 from __future__ import annotations
 
@@ -40,17 +47,24 @@ def check_implementation(impl: str, attention_dropout_rate: float) -> None:
             "model.attention_dropout_rate=0.0 or use attention_impl='einsum'")
 
 
-def attention_bias_mask(key_mask: jax.Array, sequence_ids: jax.Array | None = None) -> jax.Array:
+def attention_bias_mask(key_mask: jax.Array, sequence_ids: jax.Array | None = None,
+                        causal: bool = False) -> jax.Array:
     """Boolean mask broadcastable to the [batch, heads, queries, keys] logits.
 
     Without sequence_ids: the [batch, keys] padding mask as [batch, 1, 1, keys]. With them:
     [batch, 1, queries, keys], true where query and key belong to the same packed sequence
-    and the key is real (padding has sequence id 0 and attends to nothing real).
+    and the key is real (padding has sequence id 0 and attends to nothing real). With causal,
+    also only where key <= query ([batch, 1, queries, keys]).
     """
     if sequence_ids is None:
-        return key_mask.astype(bool)[:, None, None, :]
-    same = sequence_ids[:, :, None] == sequence_ids[:, None, :]
-    return (same & key_mask.astype(bool)[:, None, :])[:, None]
+        mask = key_mask.astype(bool)[:, None, None, :]
+    else:
+        same = sequence_ids[:, :, None] == sequence_ids[:, None, :]
+        mask = (same & key_mask.astype(bool)[:, None, :])[:, None]
+    if causal:
+        length = key_mask.shape[-1]
+        mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
+    return mask
 
 
 def check_packing(impl: str) -> None:
@@ -69,16 +83,18 @@ def dot_product_attention(
     key_mask: jax.Array,
     *,
     sequence_ids: jax.Array | None = None,
+    causal: bool = False,
     implementation: str = "einsum",
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
     deterministic: bool = True,
 ) -> jax.Array:
     """Multi-head attention over keys where key_mask is true (and, for packed rows, of the
-    query's own sequence); returns [batch, length, heads, dim]."""
+    query's own sequence; with causal, at or left of the query); returns [batch, length,
+    heads, dim]."""
     use_dropout = dropout_rate > 0.0 and not deterministic
-    mask = attention_bias_mask(key_mask, sequence_ids)
     if implementation == "einsum":
+        mask = attention_bias_mask(key_mask, sequence_ids, causal)
         return _einsum_attention(q, k, v, mask, dropout_rate if use_dropout else 0.0,
                                  dropout_rng)
     check_implementation(implementation, dropout_rate if use_dropout else 0.0)
@@ -90,9 +106,10 @@ def dot_product_attention(
         lengths = jnp.maximum(key_mask.astype(jnp.int32).sum(-1), 1)
         return jax.nn.dot_product_attention(
             q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
-            implementation="cudnn")
+            is_causal=causal, implementation="cudnn")
     return jax.nn.dot_product_attention(
-        q, k, v, mask=mask, implementation="xla")
+        q, k, v, mask=attention_bias_mask(key_mask, sequence_ids), is_causal=causal,
+        implementation="xla")
 
 
 def _einsum_attention(q, k, v, mask, dropout_rate, dropout_rng):

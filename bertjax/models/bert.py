@@ -3,13 +3,13 @@
 Parameter names follow the original BERT checkpoint layout (bert/embeddings/word_embeddings,
 bert/encoder/layer_N/attention/self/query, cls/predictions/transform/dense, ...) so that
 converting to and from Google/Hugging Face checkpoints is a table of renames and transposes.
-Kernels are stored [in, out] as in the TensorFlow checkpoints.
+Kernels are stored [in, out] as in the TensorFlow checkpoints. The config (BertConfig, the size
+table) lives in models/config.py and is re-exported here.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Mapping
 
 import flax.linen as nn
 import jax
@@ -18,93 +18,8 @@ import numpy as np
 
 from bertjax.models import attention
 from bertjax.models.dropout import Dropout
-
-# name: (layers, hidden, heads). Devlin et al. 2019 (base, large) and Turc et al. 2019 (the rest).
-SIZES = {
-    "tiny": (2, 128, 2),
-    "mini": (4, 256, 4),
-    "small": (4, 512, 8),
-    "medium": (8, 512, 8),
-    "base": (12, 768, 12),
-    "large": (24, 1024, 16),
-}
-POSITION_EMBEDDINGS = ("sinusoidal", "learned")
-ACTIVATIONS = ("gelu", "gelu_tanh")
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-@dataclasses.dataclass(frozen=True)
-class BertConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    position_embedding: str = "sinusoidal"   # 'sinusoidal' (default) | 'learned' (original BERT)
-    hidden_act: str = "gelu"                 # 'gelu' (exact, erf) | 'gelu_tanh'
-    pre_layer_norm: bool = False             # False: post-LN as in BERT
-    layer_norm_eps: float = 1e-12
-    hidden_dropout_rate: float = 0.1
-    attention_dropout_rate: float = 0.1
-    initializer_range: float = 0.02
-    attention_impl: str = "einsum"           # 'einsum' | 'xla' | 'cudnn'
-    dtype: str = "float32"                   # compute dtype
-    param_dtype: str = "float32"
-    remat: bool = False                      # rematerialise each layer in the backward pass
-    scan_layers: bool = False                # nn.scan over layers (fast compile for deep models)
-    size: str = ""                           # the size name this came from (a label only)
-
-    def __post_init__(self):
-        def bad(key, value, expected):
-            raise ValueError(f"model.{key}={value!r}: expected {expected}")
-
-        for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                    "max_position_embeddings", "type_vocab_size"):
-            if int(getattr(self, key)) < 1:
-                bad(key, getattr(self, key), "a positive integer")
-        if self.hidden_size % self.num_heads:
-            bad("hidden_size", self.hidden_size,
-                f"a multiple of num_heads={self.num_heads} (head_dim must be an integer)")
-        if self.position_embedding not in POSITION_EMBEDDINGS:
-            bad("position_embedding", self.position_embedding, f"one of {POSITION_EMBEDDINGS}")
-        if self.hidden_act not in ACTIVATIONS:
-            bad("hidden_act", self.hidden_act, f"one of {ACTIVATIONS}")
-        for key in ("dtype", "param_dtype"):
-            if getattr(self, key) not in DTYPES:
-                bad(key, getattr(self, key), f"one of {DTYPES}")
-        for key in ("hidden_dropout_rate", "attention_dropout_rate"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                bad(key, getattr(self, key), "a probability in [0, 1)")
-        attention.check_implementation(self.attention_impl, self.attention_dropout_rate)
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def model_config(size: str, **overrides) -> dict:
-    """The full model config (a plain dict of BertConfig fields) for a named size."""
-    if size not in SIZES:
-        raise ValueError(f"unknown model size {size!r}; expected one of {list(SIZES)}")
-    layers, hidden, heads = SIZES[size]
-    d = BertConfig(num_layers=layers, hidden_size=hidden, num_heads=heads,
-                   intermediate_size=4 * hidden, size=size).to_dict()
-    d.update(overrides)
-    return BertConfig.from_dict(d).to_dict()
+from bertjax.models.config import (  # noqa: F401  (re-exported: bert.BertConfig, ...)
+    ACTIVATIONS, DTYPES, POSITION_EMBEDDINGS, SIZES, BertConfig, model_config)
 
 
 def check_token_ids(ids: np.ndarray, vocab_size: int, where: str = "input_ids") -> None:
@@ -223,7 +138,8 @@ class SelfAttention(nn.Module):
         v = split(_dense(c, c.hidden_size, "value")(x))
         use_dropout = c.attention_dropout_rate > 0 and not deterministic
         ctx = attention.dot_product_attention(
-            q, k, v, key_mask, sequence_ids=sequence_ids, implementation=c.attention_impl,
+            q, k, v, key_mask, sequence_ids=sequence_ids, causal=c.causal,
+            implementation=c.attention_impl,
             dropout_rate=c.attention_dropout_rate, deterministic=deterministic,
             dropout_rng=self.make_rng("dropout") if use_dropout else None)
         return ctx.reshape(b, t, c.hidden_size)
@@ -319,20 +235,48 @@ class Encoder(nn.Module):
         return x, per_layer
 
 
+def summary_positions(c: BertConfig, input_mask, cls_positions=None):
+    """The position whose output stands for each sequence: [CLS] (position 0, or each packed
+    sequence's cls_positions), or, with causal attention, the last real token.
+
+    Under a causal mask [CLS] at the start sees only itself, while the last real token (the
+    final [SEP] of BERT's rows) has seen the whole input, so it is the one token that can
+    summarise it (GPT's choice, Radford et al. 2018). Returns int32 [batch] or, with
+    cls_positions, [batch, max_sequences]."""
+    if not c.causal:
+        return (jnp.zeros(input_mask.shape[:1], jnp.int32) if cls_positions is None
+                else cls_positions.astype(jnp.int32))
+    if cls_positions is not None:
+        # Packed causal rows would need each sequence's last token; nothing makes them (the
+        # left-to-right objective has no NSP, and fine-tuning rows are not packed).
+        raise ValueError("causal attention with cls_positions (packed NSP pairs) is not "
+                         "supported: set data.nsp=False with model.causal=True")
+    # The last position with input_mask set, wherever the padding is (a row of padding: the last).
+    real = input_mask[:, ::-1] > 0
+    return (input_mask.shape[-1] - 1 - jnp.argmax(real, axis=-1)).astype(jnp.int32)
+
+
 class Pooler(nn.Module):
-    """tanh(dense) of the [CLS] output: position 0 of each row, or, for rows packed with
-    several sequences, the positions in cls_positions [batch, max_sequences] (each packed
-    sequence's own [CLS]) -> [batch, max_sequences, hidden]."""
+    """tanh(dense) of the summary token's output (summary_positions: [CLS], or the last real
+    token with causal attention): [batch, hidden], or, for rows packed with several sequences,
+    at cls_positions [batch, max_sequences] (each packed sequence's own [CLS])
+    -> [batch, max_sequences, hidden]."""
     config: BertConfig
 
     @nn.compact
-    def __call__(self, sequence_output, cls_positions=None):
-        if cls_positions is None:
+    def __call__(self, sequence_output, cls_positions=None, input_mask=None):
+        c = self.config
+        if c.causal:
+            if input_mask is None:
+                input_mask = jnp.ones(sequence_output.shape[:2], jnp.int32)
+            pos = summary_positions(c, input_mask, cls_positions)
+            h = jnp.take_along_axis(sequence_output, pos[:, None, None], axis=1)[:, 0]
+        elif cls_positions is None:
             h = sequence_output[:, 0]
         else:
             h = jnp.take_along_axis(sequence_output,
                                     cls_positions[..., None].astype(jnp.int32), axis=1)
-        return jnp.tanh(_dense(self.config, self.config.hidden_size, "dense")(h))
+        return jnp.tanh(_dense(c, c.hidden_size, "dense")(h))
 
 
 class BertModel(nn.Module):
@@ -344,7 +288,8 @@ class BertModel(nn.Module):
     sequence_ids [batch, length] and optionally cls_positions [batch, max_sequences]: positions
     restart per sequence, attention stays inside each sequence, and the pooled output is
     taken at every sequence's [CLS] ([batch, max_sequences, hidden]). Without it the model is
-    the unpacked one, unchanged."""
+    the unpacked one, unchanged. With config.causal every position attends to itself and what
+    is left of it, and the pooled output is the last real token's (summary_positions)."""
     config: BertConfig
 
     def setup(self):
@@ -358,7 +303,7 @@ class BertModel(nn.Module):
         x = self.embeddings(input_ids, segment_ids, deterministic, packing.get("position_ids"))
         emb = x
         x, per_layer = self.encoder(x, input_mask, deterministic, packing.get("sequence_ids"))
-        pooled = self.pooler(x, packing.get("cls_positions"))
+        pooled = self.pooler(x, packing.get("cls_positions"), input_mask)
         if return_intermediates:
             return x, pooled, {"hidden_states": jnp.concatenate([emb[None], per_layer])}
         return x, pooled
@@ -458,7 +403,8 @@ class BertForPreTraining(nn.Module):
 
 
 class BertForSequenceClassification(nn.Module):
-    """GLUE head: dropout + dense on the pooled output. num_labels=1 is regression (STS-B).
+    """GLUE head: dropout + dense on the pooled output ([CLS], or under a causal mask the last
+    real token: summary_positions). num_labels=1 is regression (STS-B).
 
     Returns float32 logits [batch, num_labels] (or [batch] for regression)."""
     config: BertConfig

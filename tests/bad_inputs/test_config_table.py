@@ -67,6 +67,9 @@ def test_true_is_not_an_integer():
 # `by` are checked by the function they name, which check_config calls.
 CASES = [
     ("seed", {"seed": -1}, "seed=-1: expected an integer >= 0"),
+    ("objective", {"objective": "clm"}, "objective='clm': expected one of ['ltr', 'mlm']"),
+    ("model.causal", {"model.causal": True},
+     "objective='mlm' needs model.causal=False, got model.causal=True"),
     ("model.vocab_size", {"model.vocab_size": 0}, "model.vocab_size=0: expected a positive"),
     ("model.hidden_size", {"model.hidden_size": 0}, "model.hidden_size=0: expected a positive"),
     ("model.num_layers", {"model.num_layers": 0}, "model.num_layers=0: expected a positive"),

@@ -97,7 +97,7 @@ def format_error(e: BaseException) -> str:
 
 # Path flags of the entry points that must name a directory when given: an empty value (an
 # unset shell variable) would otherwise mean the current directory.
-_PATH_FLAGS = ("workdir", "glue_dir", "output")
+_PATH_FLAGS = ("workdir", "data_dir", "glue_dir", "output")
 
 
 def _fail(message: str) -> None:

@@ -120,21 +120,21 @@ TABLE = (
 
 
 @dataclasses.dataclass(frozen=True)
-class Warning_:
+class Warn:
     key: str
     bad: Callable[[Any, Any], bool]   # (value, config) -> likely a mistake?
     says: str
 
 
 WARNINGS = (
-    Warning_("optim.warmup_steps", lambda v, c: v >= c.train.steps,
+    Warn("optim.warmup_steps", lambda v, c: v >= c.train.steps,
              "the warmup is at least as long as the run (train.steps={steps}): the learning "
              "rate never reaches optim.learning_rate"),
-    Warning_("train.phase2_start", lambda v, c: v >= c.train.steps,
+    Warn("train.phase2_start", lambda v, c: v >= c.train.steps,
              "phase 2 would start after the last step (train.steps={steps}): it never runs"),
-    Warning_("data.eval_fraction", lambda v, c: v > 0.5,
+    Warn("data.eval_fraction", lambda v, c: v > 0.5,
              "more than half of the documents are held out for evaluation, not trained on"),
-    Warning_("optim.learning_rate", lambda v, c: v > 0.1,
+    Warn("optim.learning_rate", lambda v, c: v > 0.1,
              "far above any BERT recipe (1e-4 for Adam, at most ~1e-2 for LAMB): a typo?"),
 )
 

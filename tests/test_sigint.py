@@ -4,6 +4,7 @@ The first Ctrl-C inside the training loop saves at the next step boundary and ex
 the loop, or a second time, it stops at once (one line, exit 130) and leaves every finished
 checkpoint intact. The subprocess tests send SIGINT to the whole process group, as a terminal's
 Ctrl-C does, and check that a rerun reproduces the uninterrupted run's losses bitwise (CPU)."""
+import json
 import os
 import random
 import signal
@@ -142,6 +143,11 @@ def _resume_matches(workdir, prepared_dir, reference, from_step):
     assert not os.path.exists(os.path.join(workdir, ".bertjax.lock"))
 
 
+def _rows(workdir, split):
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [r for r in map(json.loads, f) if r["split"] == split and "loss" in r]
+
+
 def _no_traceback(err):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
 
@@ -170,15 +176,9 @@ def test_ctrl_c_during_evaluation_finishes_it_and_saves_at_the_next_step(
     assert rc == 130, err[-3000:]
     _no_traceback(err)
     assert _saved(workdir)[-1] == 4, _saved(workdir)
-    evals = [r["step"] for r in train_rows(workdir, "eval")]
+    evals = [r["step"] for r in _rows(workdir, "eval")]
     assert evals == [3]  # the evaluation under way completed and was written
     _resume_matches(workdir, prepared_dir, reference, 4)
-
-
-def train_rows(workdir, split):
-    import json
-    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-        return [r for r in map(json.loads, f) if r["split"] == split and "loss" in r]
 
 
 @pytest.mark.slow

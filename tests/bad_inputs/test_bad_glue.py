@@ -112,12 +112,40 @@ def test_malformed_dev_or_test_row_is_an_error_naming_file_and_line(tmp_path, na
 
 
 def test_label_outside_the_tasks_set(tmp_path):
+    """Training rows with a label the task does not have are skipped and counted (as malformed
+    rows are); in a dev file it is an error naming the file and line."""
     d = write_rte(tmp_path)
     _edit_line(d / "train.tsv", 4, lambda s: s.rsplit("\t", 1)[0] + "\tcontradiction")
-    with pytest.raises(tasks.GlueFormatError, match=r"RTE/train.tsv:4: label 'contradiction' in "
+    data = tasks.load_task(RTE, tmp_path)
+    assert data.train.skipped_labels == [4] and len(data.train) == 39
+    assert any("skipped 1 row(s) whose label is not one of ['entailment', 'not_entailment'], "
+               "at line(s) 4" in n for n in data.notes)
+    _edit_line(d / "dev.tsv", 3, lambda s: s.rsplit("\t", 1)[0] + "\tcontradiction")
+    with pytest.raises(tasks.GlueFormatError, match=r"RTE/dev.tsv:3: label 'contradiction' in "
                                                     r"column 'label' is not one of "
                                                     r"\['entailment', 'not_entailment'\]"):
         tasks.load_task(RTE, tmp_path)
+
+
+@pytest.mark.parametrize("score", ["7.5", "-0.5", "nan"])
+def test_sts_b_score_outside_0_to_5(tmp_path, score):
+    d = tmp_path / "STS-B"
+    d.mkdir()
+    r = random.Random(0)
+    for name in ("train.tsv", "dev.tsv"):
+        rows = [f"{i}\t{sentence(r)}\t{sentence(r)}\t{r.uniform(0, 5):.2f}" for i in range(6)]
+        (d / name).write_text("index\tsentence1\tsentence2\tscore\n" + "\n".join(rows) + "\n")
+    _edit_line(d / "train.tsv", 2, lambda s: s.rsplit("\t", 1)[0] + f"\t{score}")
+    data = tasks.load_task(tasks.get_task("STS-B"), tmp_path)
+    assert data.train.skipped_labels == [2]
+    assert 0 <= data.train.labels.min() and data.train.labels.max() <= 5
+    assert any("skipped 1 row(s) whose label is not a score in [0, 5], at line(s) 2" in n
+               for n in data.notes)
+    _edit_line(d / "dev.tsv", 3, lambda s: s.rsplit("\t", 1)[0] + f"\t{score}")
+    with pytest.raises(tasks.GlueFormatError, match=rf"STS-B/dev.tsv:3: label '{score}' in "
+                                                    r"column 'score' is outside STS-B's range "
+                                                    r"\[0, 5\]"):
+        tasks.load_task(tasks.get_task("STS-B"), tmp_path)
 
 
 def test_empty_dev_split_fails_before_the_model_and_keeps_earlier_results(tmp_path,

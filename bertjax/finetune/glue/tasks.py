@@ -44,6 +44,7 @@ class TaskSpec:
     headerless_columns: tuple[str, ...] | None = None  # train/dev files without a header row
     large: bool = False              # >= 50k training examples: fewer seeds by default
     directory: str = ""              # folder under glue_dir; defaults to `name`
+    label_range: tuple[float, float] | None = None  # regression: the scores the task defines
 
     @property
     def is_regression(self) -> bool:
@@ -73,7 +74,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in [
              test={"MRPC": "test.tsv"}),
     TaskSpec("STS-B", text_a="sentence1", text_b="sentence2", label="score", labels=None,
              metric=CORRELATION, primary="spearman",
-             dev={"": "dev.tsv"}, test={"STS-B": "test.tsv"}),
+             dev={"": "dev.tsv"}, test={"STS-B": "test.tsv"}, label_range=(0.0, 5.0)),
     TaskSpec("QQP", text_a="question1", text_b="question2", label="is_duplicate",
              labels=("0", "1"), metric=F1_ACCURACY, primary="f1", dev={"": "dev.tsv"},
              test={"QQP": "test.tsv"}, index="id", large=True),
@@ -111,6 +112,7 @@ class Split:
     labels: np.ndarray | None
     ids: list[str]                   # the `index` column (test files) or the line number
     skipped_lines: list[int] = dataclasses.field(default_factory=list)  # malformed rows skipped
+    skipped_labels: list[int] = dataclasses.field(default_factory=list)  # bad labels skipped
 
     def __len__(self) -> int:
         return len(self.text_a)
@@ -124,8 +126,10 @@ def read_split(spec: TaskSpec, path: str | os.PathLike, labelled: bool,
                skip_malformed: bool = False) -> Split:
     """Reads one TSV file of `spec`'s layout. Test files (labelled=False) carry no label.
 
-    A row with the wrong number of fields is an error, or with `skip_malformed` (training files)
-    skipped and its line number kept in `Split.skipped_lines`."""
+    A row with the wrong number of fields, or whose label is not one of the task's (a
+    regression score: not a number, or outside the task's range, STS-B 0-5), is an error naming
+    the file and line, or with `skip_malformed` (training files) skipped and its line number
+    kept in `Split.skipped_lines` / `Split.skipped_labels`."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (expected the GLUE {spec.name} layout)")
@@ -146,7 +150,7 @@ def read_split(spec: TaskSpec, path: str | os.PathLike, labelled: bool,
                 f"{path}:1: header {header} lacks column(s) {missing} of the GLUE {spec.name} "
                 f"{'train/dev' if labelled else 'test'} layout")
         col = {name: header.index(name) for name in needed}
-        text_a, text_b, raw_labels, ids, skipped = [], [], [], [], []
+        text_a, text_b, labels, ids, skipped, bad_labels = [], [], [], [], [], []
         for line, row in enumerate(rows, start=first_line):
             if len(row) != len(header) and skip_malformed:
                 skipped.append(line)
@@ -155,38 +159,45 @@ def read_split(spec: TaskSpec, path: str | os.PathLike, labelled: bool,
                 raise GlueFormatError(
                     f"{path}:{line}: malformed row with {len(row)} tab-separated fields; the "
                     f"{spec.name} layout has {len(header)} ({header})")
-            text_a.append(row[col[spec.text_a]])
-            if spec.text_b:
-                text_b.append(row[col[spec.text_b]])
             if labelled:
-                raw_labels.append((line, row[col[spec.label]]))
+                try:
+                    labels.append(_label_value(spec, path, line, row[col[spec.label]]))
+                except GlueFormatError:
+                    if not skip_malformed:
+                        raise
+                    bad_labels.append(line)
+                    continue
                 ids.append(str(line))
             else:
                 ids.append(row[col[spec.index]])
-    labels = _parse_labels(spec, path, raw_labels) if labelled else None
-    return Split(str(path), text_a, text_b if spec.text_b else None, labels, ids, skipped)
+            text_a.append(row[col[spec.text_a]])
+            if spec.text_b:
+                text_b.append(row[col[spec.text_b]])
+    dtype = np.float32 if spec.is_regression else np.int32
+    return Split(str(path), text_a, text_b if spec.text_b else None,
+                 np.asarray(labels, dtype) if labelled else None, ids, skipped, bad_labels)
 
 
-def _parse_labels(spec: TaskSpec, path, raw: Sequence[tuple[int, str]]) -> np.ndarray:
+def _label_value(spec: TaskSpec, path, line: int, value: str) -> float | int:
+    """One label string -> its class index, or its score for regression (checked in range)."""
     if spec.is_regression:
-        out = np.empty(len(raw), np.float32)
-        for i, (line, value) in enumerate(raw):
-            try:
-                out[i] = float(value)
-            except ValueError:
-                raise GlueFormatError(
-                    f"{path}:{line}: label {value!r} in column {spec.label!r} is not a number "
-                    f"({spec.name} is a regression task)") from None
-        return out
-    index = {label: i for i, label in enumerate(spec.labels)}
-    out = np.empty(len(raw), np.int32)
-    for i, (line, value) in enumerate(raw):
-        if value not in index:
+        try:
+            score = float(value)
+        except ValueError:
             raise GlueFormatError(
-                f"{path}:{line}: label {value!r} in column {spec.label!r} is not one of "
-                f"{list(spec.labels)}")
-        out[i] = index[value]
-    return out
+                f"{path}:{line}: label {value!r} in column {spec.label!r} is not a number "
+                f"({spec.name} is a regression task)") from None
+        lo, hi = spec.label_range or (-np.inf, np.inf)
+        if not lo <= score <= hi:  # NaN fails too
+            raise GlueFormatError(
+                f"{path}:{line}: label {value!r} in column {spec.label!r} is outside "
+                f"{spec.name}'s range [{lo:g}, {hi:g}]")
+        return score
+    if value not in spec.labels:
+        raise GlueFormatError(
+            f"{path}:{line}: label {value!r} in column {spec.label!r} is not one of "
+            f"{list(spec.labels)}")
+    return spec.labels.index(value)
 
 
 @dataclasses.dataclass
@@ -220,6 +231,8 @@ def load_task(spec: TaskSpec, glue_dir) -> TaskData:
     test, notes = {}, []
     if train.skipped_lines:
         notes.append(malformed_note(train))
+    if train.skipped_labels:
+        notes.append(bad_label_note(spec, train))
     for name, f in spec.test.items():
         p = folder / f
         if p.is_file():
@@ -234,6 +247,16 @@ def malformed_note(split: Split) -> str:
     shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
     return (f"{split.path}: skipped {len(lines)} malformed row(s) (wrong number of "
             f"tab-separated fields) at line(s) {shown}")
+
+
+def bad_label_note(spec: TaskSpec, split: Split) -> str:
+    lines = split.skipped_labels
+    shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+    expected = (f"a score in [{spec.label_range[0]:g}, {spec.label_range[1]:g}]"
+                if spec.is_regression and spec.label_range else
+                "a number" if spec.is_regression else f"one of {list(spec.labels)}")
+    return (f"{split.path}: skipped {len(lines)} row(s) whose label is not {expected}, at "
+            f"line(s) {shown}")
 
 
 # --- TFDS (optional second source) -----------------------------------------------------------

@@ -38,7 +38,7 @@ def pretrain(*, workdir: str, variant: str, steps: int, batch: int, log_every: i
     end, then the same run to `steps`, which must resume from it.
 
     Every step is checked for finite losses and gradient norm by the training loop itself
-    (train._check_finite stops the run at the first non-finite one), so a run that reaches
+    (run_clock.check_finite stops the run at the first non-finite one), so a run that reaches
     `steps` had none; the logged losses are checked again here."""
     from bertjax import cli, train
     config = load_config("pretrain", variant)

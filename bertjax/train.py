@@ -23,11 +23,11 @@ import ml_collections
 import numpy as np
 import optax
 from etils import epath
-from jax.experimental import multihost_utils
 
 from bertjax import checkpoint as ckpt_lib
-from bertjax import config_checks, dir_lock, records
+from bertjax import config_checks, dir_lock
 from bertjax import losses, metrics as metrics_lib, objectives, optim, parallel, preemption
+from bertjax import run_clock
 from bertjax import workdir as workdir_lib
 from bertjax.data import prefetch as prefetch_lib
 from bertjax.models import attention, bert
@@ -262,113 +262,128 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunRe
             ckpts.close()
 
 
-def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main,
-           stop: preemption.StopFlag) -> RunResult:
-    """Model and state, restore or init, data, the steps. The caller closes `ckpts` (it exists
-    before data preparation, so that an unwritable directory stops the run first)."""
-    from bertjax.data import pretraining
+class _Run:
+    """What one pretraining run builds once: model, optimizer, the data-parallel steps, the data
+    iterators, the writer; and its periodic actions (evaluate, log). The loop is in _train."""
 
-    # --- Model, optimizer, state layout (abstract: nothing allocated yet).
-    model = bert.BertForPreTraining(model_cfg)
-    tx, schedule = optim.make_optimizer(config.optim, config.train.steps)
-    init_fn = functools.partial(init_state, model=model, tx=tx, seq_len=all_phases[0].seq_len,
-                                max_predictions=all_phases[0].max_predictions)
-    rng = jax.random.PRNGKey(config.seed)
-    abstract_state = jax.eval_shape(init_fn, rng)
-    use_nsp, objective = bool(config.data.nsp), objectives.of(config)
-    dp = parallel.DataParallel(
-        config.parallel.mode,
-        functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                          grad_accum=config.train.grad_accum_steps, use_nsp=use_nsp,
-                          objective=objective),
-        abstract_state, fsdp=config.parallel.fsdp,
-        eval_fn=functools.partial(eval_step, model=model, use_nsp=use_nsp, objective=objective))
-    n_params = bert.param_count(abstract_state.params)
-    log.info("model %s: %s parameters; %d devices, %d processes, mode=%s%s",
-             model_cfg.size or "custom", f"{n_params:,}", jax.device_count(),
-             jax.process_count(), dp.mode, " fsdp" if config.parallel.fsdp else "")
+    def __init__(self, config, workdir, model_cfg, all_phases, tok, prepared, ckpts):
+        self.config, self.model_cfg, self.all_phases = config, model_cfg, all_phases
+        self.tok, self.prepared, self.ckpts = tok, prepared, ckpts
+        # --- Model, optimizer, state layout (abstract: nothing allocated yet).
+        model = bert.BertForPreTraining(model_cfg)
+        tx, schedule = optim.make_optimizer(config.optim, config.train.steps)
+        self.init_fn = functools.partial(init_state, model=model, tx=tx,
+                                         seq_len=all_phases[0].seq_len,
+                                         max_predictions=all_phases[0].max_predictions)
+        self.rng = jax.random.PRNGKey(config.seed)
+        self.abstract_state = jax.eval_shape(self.init_fn, self.rng)
+        use_nsp, self.objective = bool(config.data.nsp), objectives.of(config)
+        self.dp = parallel.DataParallel(
+            config.parallel.mode,
+            functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                              grad_accum=config.train.grad_accum_steps, use_nsp=use_nsp,
+                              objective=self.objective),
+            self.abstract_state, fsdp=config.parallel.fsdp,
+            eval_fn=functools.partial(eval_step, model=model, use_nsp=use_nsp,
+                                      objective=self.objective))
+        n_params = bert.param_count(self.abstract_state.params)
+        log.info("model %s: %s parameters; %d devices, %d processes, mode=%s%s",
+                 model_cfg.size or "custom", f"{n_params:,}", jax.device_count(),
+                 jax.process_count(), self.dp.mode, " fsdp" if config.parallel.fsdp else "")
+        self.meta = {"model": model_cfg.to_dict(), "tokenizer": tok.identity(),  # causal or not
+                     "config": json.loads(config.to_json()), "source": "bertjax pretraining",
+                     "objective": self.objective.name}
+        self.writer = metrics_lib.MetricWriter(str(workdir))
+        self.peak = metrics_lib.peak_flops()
 
-    # --- Restore or initialise.
-    meta = {"model": model_cfg.to_dict(), "tokenizer": tok.identity(),  # model: causal or not
-            "config": json.loads(config.to_json()), "source": "bertjax pretraining",
-            "objective": objective.name}
-    latest = ckpts.latest_step()
-    if latest is not None:
-        state, it_state = ckpts.restore(latest, abstract_state, dp.shardings_for_restore())
-        state = dp.put_state(state)
-        log.info("resumed from %s at step %d", ckpts.directory, latest)
-    else:
+    def restore_or_init(self):
+        """-> (state on the devices, iterator state, step): the latest checkpoint, or fresh."""
+        dp, latest = self.dp, self.ckpts.latest_step()
+        if latest is not None:
+            state, it_state = self.ckpts.restore(latest, self.abstract_state,
+                                                 dp.shardings_for_restore())
+            log.info("resumed from %s at step %d", self.ckpts.directory, latest)
+            return dp.put_state(state), it_state, int(latest)
         if dp.mode == "jit":
-            state = jax.jit(init_fn, out_shardings=dp.state_sharding)(rng)
+            state = jax.jit(self.init_fn, out_shardings=dp.state_sharding)(self.rng)
         else:
-            state = dp.put_state(jax.jit(init_fn)(rng))
-        it_state = ckpt_lib.IteratorState()
-    step = int(latest or 0)
+            state = dp.put_state(jax.jit(self.init_fn)(self.rng))
+        return state, ckpt_lib.IteratorState(), 0
 
-    # --- Data.
-    def make_iterator(split, phase, seed_offset=0):
+    def make_iterator(self, split, phase, seed_offset=0):
+        from bertjax.data import pretraining
+        c = self.config
         return pretraining.make_iterator(
-            config.data, prepared, split=split, global_batch_size=config.train.batch_size,
-            seed=config.seed + 1000 * phase.index + seed_offset,
+            c.data, self.prepared, split=split, global_batch_size=c.train.batch_size,
+            seed=c.seed + 1000 * phase.index + seed_offset,
             process_index=jax.process_index(), process_count=jax.process_count(),
-            shards=config.data.shards, max_seq_len=phase.seq_len,
-            max_predictions_per_seq=phase.max_predictions, tokenizer=tok, objective=objective.name)
+            shards=c.data.shards, max_seq_len=phase.seq_len,
+            max_predictions_per_seq=phase.max_predictions, tokenizer=self.tok,
+            objective=self.objective.name)
 
-    def device_batches(it, phase_index):
+    def device_batches(self, it, phase_index):
         def put(b):
-            bert.check_token_ids(b["input_ids"], model_cfg.vocab_size)
-            return dp.put_batch(b)
+            bert.check_token_ids(b["input_ids"], self.model_cfg.vocab_size)
+            return self.dp.put_batch(b)
         return prefetch_lib.prefetch(prefetch_lib.tagged(it, phase_index), put,
-                                     config.data.prefetch)
+                                     self.config.data.prefetch)
 
-    phase = phase_at(all_phases, step)
-    train_it = make_iterator("train", phase)
-    if it_state.state is not None and it_state.phase == phase.index:
-        train_it.set_state(it_state.state)
-    it_state = ckpt_lib.IteratorState(phase.index, train_it.get_state())
-    batches = device_batches(train_it, phase.index)
-    writer = metrics_lib.MetricWriter(str(workdir))
-    peak = metrics_lib.peak_flops()
+    def step_flops(self, phase) -> float:
+        return self.config.train.batch_size * metrics_lib.pretraining_flops_per_sequence(
+            self.model_cfg, phase.seq_len, phase.max_predictions)
 
-    def run_eval(state, step):
+    def evaluate(self, state, step) -> dict:
         # The objective's eval feeds: MLM's also have the context shuffled (context_nats, the
         # escape from the unigram plateau, bertjax/context_probe.py); LTR's are the rows as is.
-        it = make_iterator("eval", phase_at(all_phases, step), seed_offset=7)
-        rng, total = np.random.default_rng(step), {}
-        for _, b in zip(range(config.train.eval_steps), it):
-            bert.check_token_ids(b["input_ids"], model_cfg.vocab_size)
-            for name, fed in objective.eval_feeds(b, tok, model_cfg.vocab_size, rng).items():
+        it = self.make_iterator("eval", phase_at(self.all_phases, step), seed_offset=7)
+        rng, total, dp = np.random.default_rng(step), {}, self.dp
+        for _, b in zip(range(self.config.train.eval_steps), it):
+            bert.check_token_ids(b["input_ids"], self.model_cfg.vocab_size)
+            feeds = self.objective.eval_feeds(b, self.tok, self.model_cfg.vocab_size, rng)
+            for name, fed in feeds.items():
                 sums = dp.metrics_to_host(dp.eval(state, dp.put_batch(fed)))
                 total[name] = jax.tree_util.tree_map(np.add, total[name], sums) if name in total \
                     else sums
-        out = objective.eval_summary(total)
-        writer.write(step, "eval", out)
+        out = self.objective.eval_summary(total)
+        self.writer.write(step, "eval", out)
         log.info("eval step %d: %s", step, format_metrics(out))
         return out
 
-    # --- Loop.
-    from tqdm import tqdm
-    pending, last_train, last_eval = [], {}, {}
-    window_start, window_steps, compile_s = None, 0, None
-    preempted = False
-    budget_path = workdir / "budget.json"
-    used = (json.loads(budget_path.read_text()) if budget_path.exists()
-            else {"minutes": 0.0, "flops": 0.0})
-    minutes_before, loop_start = used["minutes"], time.perf_counter()
+    def log_train(self, step, host, clock: run_clock.StepClock, phase) -> dict:
+        steps, seconds = clock.take()
+        out = run_clock.train_figures(host, steps, seconds, self.config, phase, self.model_cfg,
+                                      self.peak, self.objective, summarize)
+        self.writer.write(step, "train", out)
+        return out
 
-    def budget_spent() -> bool:
-        b_min, b_flops = config.train.budget_minutes, config.train.budget_flops
-        return bool((b_min and used["minutes"] >= b_min) or (b_flops and used["flops"] >= b_flops))
-    bar = tqdm(total=config.train.steps, initial=step, disable=not is_main, unit="step",
-               dynamic_ncols=True)
+
+def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main,
+           stop: preemption.StopFlag) -> RunResult:
+    """Restore or init, then the loop: step; every log_every a train log; every eval_every an
+    evaluation; every checkpoint_every (and at the end, a stop or a spent budget) a checkpoint.
+    The caller closes `ckpts` (it exists before data preparation, so that an unwritable
+    directory stops the run first)."""
+    from tqdm import tqdm
+    run = _Run(config, workdir, model_cfg, all_phases, tok, prepared, ckpts)
+    dp, t = run.dp, config.train
+    state, it_state, step = run.restore_or_init()
+    phase = phase_at(all_phases, step)
+    train_it = run.make_iterator("train", phase)
+    if it_state.state is not None and it_state.phase == phase.index:
+        train_it.set_state(it_state.state)
+    it_state = ckpt_lib.IteratorState(phase.index, train_it.get_state())
+    batches = run.device_batches(train_it, phase.index)
+    budget, clock = run_clock.Budget(t, workdir / "budget.json"), run_clock.StepClock()
+    pending, last_train, last_eval, preempted = [], {}, {}, False
+    bar = tqdm(total=t.steps, initial=step, disable=not is_main, unit="step", dynamic_ncols=True)
     try:
         with stop.at_step_boundaries():
-            while step < config.train.steps and not budget_spent():
+            while step < t.steps and not budget.spent():
                 if phase_at(all_phases, step) != phase:  # BERT recipe: switch to long sequences
                     phase = phase_at(all_phases, step)
                     batches.close()
-                    train_it = make_iterator("train", phase)
-                    batches = device_batches(train_it, phase.index)
+                    train_it = run.make_iterator("train", phase)
+                    batches = run.device_batches(train_it, phase.index)
                     log.info("step %d: phase %d, seq_len %d", step, phase.index, phase.seq_len)
                 batch, tag = next(batches)
                 t0 = time.perf_counter()
@@ -376,49 +391,33 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                 step += 1
                 it_state = ckpt_lib.IteratorState(*tag)
                 pending.append(out)
-                used["flops"] += config.train.batch_size * metrics_lib.pretraining_flops_per_sequence(
-                    model_cfg, phase.seq_len, phase.max_predictions)
-                used["minutes"] = minutes_before + (time.perf_counter() - loop_start) / 60
-                over = budget_spent()
-                if config.train.budget_minutes and jax.process_count() > 1:
-                    # Clocks differ between hosts: process 0 decides, so all stop together.
-                    over = bool(multihost_utils.broadcast_one_to_all(np.bool_(over)))
-                if compile_s is None:  # the first step compiles: time it apart from the rest
-                    jax.block_until_ready(out)
-                    compile_s = time.perf_counter() - t0
-                    window_start, window_steps = time.perf_counter(), 0
-                    writer.write(step, "train", {"compile_time_s": compile_s})
-                else:
-                    window_steps += 1
+                over = budget.add_step(run.step_flops(phase))
+                compile_s = clock.stepped(out, t0)
+                if compile_s is not None:  # the first step compiles: timed apart
+                    run.writer.write(step, "train", {"compile_time_s": compile_s})
                 bar.update(1)
                 ckpts.check(step)  # a failed background save stops the run here
 
                 preempt = stop.reached(step)  # read once: the signal can come at any moment
-                log_now = step % config.train.log_every == 0 or step == config.train.steps or over
-                ckpt_now = (step % config.train.checkpoint_every == 0 or step == config.train.steps
-                            or preempt or over)
+                log_now = step % t.log_every == 0 or step == t.steps or over
+                ckpt_now = step % t.checkpoint_every == 0 or step == t.steps or preempt or over
                 if log_now or ckpt_now:
                     host = [dp.metrics_to_host(m) for m in pending]
-                    _check_finite(host, step - len(pending) + 1, ckpts)
+                    run_clock.check_finite(host, step - len(pending) + 1, ckpts)
                     pending = []
                 if log_now and host:
-                    now = time.perf_counter()
-                    last_train = _train_log(host, window_steps, now - window_start, config,
-                                            phase, model_cfg, peak, objective)
-                    writer.write(step, "train", last_train)
-                    bar.set_postfix(objective.progress(last_train, last_eval))
-                    window_start, window_steps = now, 0
-                if step % config.train.eval_every == 0 or step == config.train.steps or over:
-                    last_eval = run_eval(state, step)
-                    window_start = time.perf_counter()
+                    last_train = run.log_train(step, host, clock, phase)
+                    bar.set_postfix(run.objective.progress(last_train, last_eval))
+                if step % t.eval_every == 0 or step == t.steps or over:
+                    last_eval = run.evaluate(state, step)
+                    clock.restart()
                 if ckpt_now:
-                    ckpts.save(step, dp.get_state(state), it_state, meta, force=True)
+                    ckpts.save(step, dp.get_state(state), it_state, run.meta, force=True)
                     if is_main:
-                        records.write_json(budget_path, dict(used, step=step,
-                                                             stopped_by_budget=over))
+                        budget.save(step, over)
                 if over:
                     log.info("compute budget spent at step %d: %.1f min, %.3g FLOPs", step,
-                             used["minutes"], used["flops"])
+                             budget.used["minutes"], budget.used["flops"])
                 if preempt:
                     preempted = True
                     log.warning("%s at step %d; checkpoint saved; the same command resumes",
@@ -431,45 +430,9 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
         batches.close()
         if hasattr(train_it, "close"):  # grain worker processes, when data.num_workers > 0
             train_it.close()
-        writer.close()
+        run.writer.close()
     return RunResult(step=step, last_train=last_train, last_eval=last_eval, preempted=preempted,
-                     budget=dict(used, stopped_by_budget=budget_spent()))
-
-
-def _check_finite(host_metrics: list, first_step: int, ckpts: ckpt_lib.RunCheckpoints) -> None:
-    for i, m in enumerate(host_metrics):
-        bad = [k for k in ("mlm_loss_sum", "ltr_loss_sum", "nsp_loss_sum", "grad_norm")
-               if k in m and not np.isfinite(m[k])]
-        if bad:
-            raise FloatingPointError(
-                f"non-finite {', '.join(bad)} at step {first_step + i}; stopping. The last good "
-                f"checkpoint (step {ckpts.last_complete}) in {ckpts.directory} is kept; try a "
-                "lower learning rate or more warmup.")
-
-
-def _train_log(host: list, steps_timed: int, seconds: float, config, phase: Phase,
-               model_cfg, peak, objective=objectives.MLM) -> dict:
-    total = {k: np.sum([m[k] for m in host]) for k in host[0] if k.endswith(("_sum", "_correct",
-                                                                             "_count"))}
-    out = summarize(total, objective)
-    out["grad_norm"] = float(host[-1]["grad_norm"])
-    out["learning_rate"] = float(host[-1]["learning_rate"])
-    if steps_timed > 0 and seconds > 0:
-        step_s = seconds / steps_timed
-        seq_s = config.train.batch_size / step_s
-        flops = metrics_lib.pretraining_flops_per_sequence(
-            model_cfg, phase.seq_len, phase.max_predictions) * seq_s
-        out.update(step_time_s=step_s, seq_per_s=seq_s, tokens_per_s=seq_s * phase.seq_len,
-                   mfu=(flops / (peak * jax.device_count())) if peak else None)
-        # Padding costs FLOPs but is no work: the same figures over real tokens only (the
-        # counters cover every logged step; the timing only the steps after compilation).
-        n = len(host)
-        out.update(metrics_lib.real_token_figures(
-            model_cfg, seq_len=phase.seq_len, rows=n * config.train.batch_size, seconds=n * step_s,
-            real_tokens=total["real_token_count"],
-            predictions=total[objective.head + "_count"],
-            pairs=total.get("nsp_count", 0.0), peak=peak, devices=jax.device_count()))
-    return out
+                     budget=budget.summary())
 
 
 def format_metrics(d: dict) -> str:

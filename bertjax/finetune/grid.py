@@ -109,10 +109,12 @@ def finetune_task(config, spec, task_data, init: pretrained.Init, workdir: pathl
 
     grid, chosen, median, sub_run = select(runs, spec.primary)
     chosen_runs = [r for r in runs if _at(r, chosen)]
-    files = []
+    files, test = [], None
     if config.predict_test:
         preds = np.load(task_dir / "runs" / sub_run["name"] / "test_predictions.npz")
         files = kind.write_submission(spec, inputs, preds, workdir, write=_is_main())
+        if hasattr(kind, "test_metrics"):  # a kind whose test sets are labelled (CoNLL)
+            test = kind.test_metrics(inputs, preds)
     for name in sub_run.get("artifact_files", []):  # the best run's predictions, one level up
         if _is_main():
             shutil.copyfile(task_dir / "runs" / sub_run["name"] / name, task_dir / name)
@@ -136,6 +138,8 @@ def finetune_task(config, spec, task_data, init: pretrained.Init, workdir: pathl
         "train_examples_per_s": median_rate("train_examples_per_s"),
         "eval_examples_per_s": median_rate("eval_examples_per_s"),
         "notes": task_data.notes,
+        **({"test": test, "test_note": f"the submission run ({sub_run['name']}, best on dev "
+            "at the chosen grid point) with its best-on-dev parameters"} if test else {}),
         "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
         "config": config.to_dict(), "fingerprint": fingerprint,
     }

@@ -2,7 +2,9 @@
 
 <task> is a GLUE task (CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI), `all` (every GLUE
 task found under --data_dir, one summary), SQuAD / SQuAD-v2 (extractive QA; the fields of
-run_squad.py below) or CoNLL-2003 (NER; fields from ner/kind.py:config_fields). configs/glue.py is this file under its old name. Presets:
+run_squad.py below), CoNLL-2003 (NER; fields from ner/kind.py:config_fields), or your own
+data: `custom` (CSV/TSV/JSON Lines files) and IMDB (fields from own_data/kind.py:
+config_fields). configs/glue.py is this file under its old name. Presets:
   tiny     local smoke/demo: tiny model (random init; or the checkpoint's), sequences of at
            most 64 tokens (SQuAD: 128), 1 epoch on at most 2,000 training examples (all of
            them with --config.max_train_examples=0), one learning rate and seed; full dev sets
@@ -19,6 +21,7 @@ import ml_collections
 from bertjax.finetune import kinds
 from bertjax.finetune.glue.tasks import TASK_NAMES
 from bertjax.finetune.ner import kind as ner_kind
+from bertjax.finetune.own_data import kind as own_kind
 from bertjax.finetune.squad import kind as squad_kind
 from bertjax.models import bert
 
@@ -108,6 +111,10 @@ def get_config(arg: str = "SST-2", *, where: str = "configs/finetune.py",
         # CoNLL-2003: head (linear | bilstm), features (feature mode, Table 7), lstm_hidden,
         # stride; bertjax/finetune/ner/kind.py:config_fields documents each.
         c.update(ner_kind.config_fields(tiny="tiny" in presets))
+    if kind is kinds.OWN:
+        # custom: train_file, dev_file, test_file (relative to --data_dir), text_columns,
+        # label_column, regression, label_names; both: truncation (own_data/kind.py).
+        c.update(own_kind.config_fields(c.task))
     return c
 
 

@@ -107,7 +107,10 @@ def finetune_task(config, spec, task_data, init: pretrained.Init, workdir: pathl
                     r = _run(tuner, run_dir, fingerprint, lr=lr, seed=seed)
                 runs.append(r)
 
-    grid, chosen, median, sub_run = select(runs, spec.primary)
+    # The prepared spec: a kind may only know its primary metric once the data is read
+    # (custom: accuracy, or spearman for regression); GLUE's and SQuAD's are the same spec.
+    primary = inputs.spec.primary
+    grid, chosen, median, sub_run = select(runs, primary)
     chosen_runs = [r for r in runs if _at(r, chosen)]
     files, test = [], None
     if config.predict_test:
@@ -123,7 +126,7 @@ def finetune_task(config, spec, task_data, init: pretrained.Init, workdir: pathl
     rates = lambda k: [r[k] for r in runs if r.get(k)]  # noqa: E731
     median_rate = lambda k: float(np.median(rates(k))) if rates(k) else None  # noqa: E731
     results = {
-        "task": spec.name, "primary": spec.primary, "metrics": median,
+        "task": spec.name, "primary": primary, "metrics": median,
         "metrics_note": f"median over {len(chosen_runs)} seed(s) at the chosen grid point; "
                         "each run's dev metrics are taken at its best dev evaluation",
         "selected": {"learning_rate": chosen["learning_rate"],

@@ -118,6 +118,15 @@ def test_config_fields_and_bad_fields():
             grid.validate_config(bad)
 
 
+def test_missing_dev_file_is_named_before_any_work(tmp_path):
+    d = conll_dir(tmp_path / "data", n_test=0)
+    (d / "eng.testa").unlink()
+    with pytest.raises(FileNotFoundError, match=r"CoNLL-2003: missing \[.*eng.testa or "
+                                                r"valid.txt'\]"):
+        grid.run(_micro(), str(tmp_path / "data"), "", str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
 def _micro(**overrides):
     c = finetune_config.get_config("CoNLL-2003,tiny")
     c.model.update(MICRO)

@@ -158,7 +158,9 @@ def _check_files_match(res, task_dir, data_dir, test=True):
 
 def test_grid_run_writes_conlleval_files_and_dev_and_test_scores(tmp_path):
     data = conll_dir(tmp_path / "data")
-    summary = grid.run(_micro(epochs=6, max_steps=0, eval_every=18, learning_rates=(5e-3,)), str(tmp_path / "data"), "", str(tmp_path / "w"))
+    # Enough steps (6 epochs of 66 rows) that the model predicts entities.
+    c = _micro(epochs=6, max_steps=0, eval_every=18, learning_rates=(5e-3,))
+    summary = grid.run(c, str(tmp_path / "data"), "", str(tmp_path / "w"))
     task_dir = tmp_path / "w" / "CoNLL-2003"
     res = json.loads((task_dir / "results.json").read_text())
     assert res["primary"] == "f1" and res["scheme"] == "IOB1"
@@ -172,7 +174,7 @@ def test_grid_run_writes_conlleval_files_and_dev_and_test_scores(tmp_path):
     assert res["test"]["predicted_entities"] > 0 and res["test"]["correct_entities"] > 0
     _check_files_match(res, task_dir, data)
     # Rerun: every run cached, nothing trains again, the same scores.
-    again = grid.run(_micro(epochs=6, max_steps=0, eval_every=18, learning_rates=(5e-3,)), str(tmp_path / "data"), "", str(tmp_path / "w"))
+    again = grid.run(c, str(tmp_path / "data"), "", str(tmp_path / "w"))
     assert again["tasks"]["CoNLL-2003"]["metrics"] == summary["tasks"]["CoNLL-2003"]["metrics"]
 
 

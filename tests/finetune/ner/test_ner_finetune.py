@@ -220,3 +220,34 @@ def test_entry_point_from_another_directory(tmp_path):
         assert (tmp_path / "out" / "CoNLL-2003" / name).is_file()
     res = json.loads((tmp_path / "out" / "CoNLL-2003" / "results.json").read_text())
     assert res["init"] == "random" and "f1" in res["test"]
+
+
+@pytest.mark.shared_data
+def test_shared_conll2003_kind_oracle(shared_data, tmp_path):
+    """The real dev set through the kind: prepared, batched as the core batches it, and gold
+    one-hot outputs scored: F1 1.0 with every dev entity, and the written file holds every
+    dev word."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "CoNLL-2003").symlink_to(shared_data / "conll2003")
+    c = finetune_config.get_config("CoNLL-2003")
+    c.tokenizer = str(TOKENIZER)
+    from bertjax.data import tokenizer
+    kind, spec = kinds.find("CoNLL-2003")
+    data = kind.load(spec, str(data_dir), c)
+    inputs = kind.prepare(c, spec, data, tokenizer.load(str(TOKENIZER)))
+    dev = inputs.dev[""]
+    out = np.zeros((len(dev), 128, len(inputs.spec.tags)), np.float32)
+    for start in range(0, len(dev), 256):
+        rows = np.arange(start, min(start + 256, len(dev)))
+        b = dev.batch(rows, len(rows), 128)
+        labels = np.where(b["weights"] > 0, b["labels"], 0)
+        out[rows] = np.eye(len(inputs.spec.tags), dtype=np.float32)[labels]
+    scores, kept = kind.evaluate(inputs.spec, inputs, {"": out})
+    assert scores["f1"] == 1.0 and scores["gold_entities"] == 5942
+    summary = kind.summary(inputs, data)
+    assert summary["examples"]["dev_sentences"] == 3250
+    assert summary["split_sentences"] == {"train": 1, "dev": 6} and summary["scheme"] == "IOB2"
+    files = kind.write_artifacts(tmp_path, kept)
+    words, gold, pred = read_predictions(tmp_path / files[0])
+    assert sum(map(len, words)) == 51362 and gold == pred

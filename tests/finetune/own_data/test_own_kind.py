@@ -119,3 +119,28 @@ def test_config_fields_and_errors():
         grid.validate_config(c)
     with pytest.raises(ValueError, match="unknown task 'imbd'.*'IMDB'"):
         kinds.find("imbd")
+
+
+@pytest.mark.slow
+def test_custom_entry_point_from_another_directory(tmp_path):
+    """As a user runs it: relative file names under --data_dir=., random init."""
+    import os
+    import subprocess
+    import sys
+    names = {s: _pairs(tmp_path / f"{s}.jsonl", n, i)
+             for i, (s, n) in enumerate([("train", 24), ("dev", 9), ("test", 9)])}
+    cmd = [sys.executable, str(REPO / "scripts" / "finetune.py"),
+           f"--config={REPO / 'configs' / 'finetune.py'}:custom,tiny", "--data_dir=.",
+           "--workdir=out", f"--config.train_file={names['train']}",
+           f"--config.dev_file={names['dev']}", f"--config.test_file={names['test']}",
+           "--config.text_columns=premise,hypothesis", "--config.label_column=gold",
+           "--config.max_steps=3", "--config.max_seq_length=32", "--config.buckets=()",
+           "--config.model.num_layers=1", "--config.model.hidden_size=32",
+           "--config.model.num_heads=2", "--config.model.intermediate_size=64"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "out" / "custom" / "results.json").read_text())
+    assert res["labels"] == ["yes", "no", "maybe"] and "accuracy" in res["test"]
+    assert (tmp_path / "out" / "submission" / "custom.tsv").is_file()

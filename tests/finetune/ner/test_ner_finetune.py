@@ -202,8 +202,23 @@ def test_grid_run_other_heads_and_no_test_file(tmp_path, overrides):
     assert train and all(np.isfinite(r["loss"]) for r in train)
 
 
+def _checkpoint(path):
+    from bertjax import checkpoint
+    from bertjax.data import tokenizer
+    tok = tokenizer.load(str(TOKENIZER))
+    cfg = bert.BertConfig.from_dict(bert.model_config(
+        "tiny", vocab_size=tok.vocab_size, num_layers=1, hidden_size=32, num_heads=2,
+        intermediate_size=64))
+    ids = jnp.zeros((1, 8), jnp.int32)
+    params = bert.BertForPreTraining(cfg).init(jax.random.PRNGKey(0), ids, ids, ids,
+                                               ids[:, :2])["params"]
+    checkpoint.save_pretrained(path, params, cfg, tok.identity(),
+                               extra={"config": {"data": {"tokenizer": str(TOKENIZER)}}})
+
+
 @pytest.mark.slow
-def test_entry_point_from_another_directory(tmp_path):
+@pytest.mark.parametrize("from_checkpoint", [False, True])
+def test_entry_point_from_another_directory(tmp_path, from_checkpoint):
     conll_dir(tmp_path / "data")
     cmd = [sys.executable, str(REPO / "scripts" / "finetune.py"),
            f"--config={REPO / 'configs' / 'finetune.py'}:CoNLL-2003,tiny", "--data_dir=data",
@@ -211,6 +226,9 @@ def test_entry_point_from_another_directory(tmp_path):
            "--config.buckets=()", "--config.log_every=1",
            "--config.model.num_layers=1", "--config.model.hidden_size=32",
            "--config.model.num_heads=2", "--config.model.intermediate_size=64"]
+    if from_checkpoint:
+        _checkpoint(tmp_path / "ckpt")
+        cmd.append("--init_checkpoint=ckpt")  # no --tokenizer: the checkpoint's own
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_FLAGS="")
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
@@ -219,7 +237,7 @@ def test_entry_point_from_another_directory(tmp_path):
     for name in ("predictions_dev.txt", "predictions_test.txt", "results.json"):
         assert (tmp_path / "out" / "CoNLL-2003" / name).is_file()
     res = json.loads((tmp_path / "out" / "CoNLL-2003" / "results.json").read_text())
-    assert res["init"] == "random" and "f1" in res["test"]
+    assert (res["init"] != "random") == from_checkpoint and "f1" in res["test"]
 
 
 @pytest.mark.shared_data

@@ -144,3 +144,13 @@ def test_custom_entry_point_from_another_directory(tmp_path):
     res = json.loads((tmp_path / "out" / "custom" / "results.json").read_text())
     assert res["labels"] == ["yes", "no", "maybe"] and "accuracy" in res["test"]
     assert (tmp_path / "out" / "submission" / "custom.tsv").is_file()
+
+
+def test_imdb_from_tfds_through_the_grid(tmp_path):
+    """source='tfds': TFDS's real imdb_reviews calls on mock data (nothing downloaded)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=20):
+        grid.run(_micro("IMDB", source="tfds"), "/nonexistent/tfds", "", str(tmp_path / "w"))
+    res = json.loads((tmp_path / "w" / "IMDB" / "results.json").read_text())
+    assert res["examples"] == {"train": 18, "dev": 2, "test_IMDB": 20}
+    assert "accuracy" in res["test"] and res["labels"] == ["neg", "pos"]

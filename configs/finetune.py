@@ -1,8 +1,10 @@
 """Fine-tuning configs for every task: `--config configs/finetune.py:<task>[,preset...]`.
 
 <task> is a GLUE task (CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI), `all` (every GLUE
-task found under --data_dir, one summary), or SQuAD / SQuAD-v2 (extractive QA; the fields of
-run_squad.py below). configs/glue.py is this file under its old name. Presets:
+task found under --data_dir, one summary), SQuAD / SQuAD-v2 (extractive QA; the fields of
+run_squad.py below), CoNLL-2003 (NER; fields from ner/kind.py:config_fields), or your own
+data: `custom` (CSV/TSV/JSON Lines files) and IMDB (fields from own_data/kind.py:
+config_fields). configs/glue.py is this file under its old name. Presets:
   tiny     local smoke/demo: tiny model (random init; or the checkpoint's), sequences of at
            most 64 tokens (SQuAD: 128), 1 epoch on at most 2,000 training examples (all of
            them with --config.max_train_examples=0), one learning rate and seed; full dev sets
@@ -18,6 +20,8 @@ import ml_collections
 
 from bertjax.finetune import kinds
 from bertjax.finetune.glue.tasks import TASK_NAMES
+from bertjax.finetune.ner import kind as ner_kind
+from bertjax.finetune.own_data import kind as own_kind
 from bertjax.finetune.squad import kind as squad_kind
 from bertjax.models import bert
 
@@ -33,8 +37,9 @@ def get_config(arg: str = "SST-2", *, where: str = "configs/finetune.py",
                          f"{list(names)}")
     c = ml_collections.ConfigDict()
     c.task = lower[task.lower()]
-    span = c.task != "all" and kinds.find(c.task)[0] is kinds.SQUAD
-    if not span:
+    kind = kinds.find(c.task)[0] if c.task != "all" else kinds.GLUE
+    span, token = kind is kinds.SQUAD, kind is kinds.NER
+    if not span and not token:
         c.source = "tsv"               # 'tsv' (--data_dir, GLUE download layout) | 'tfds'
     # Empty: the checkpoint's own tokenizer (the vocab.txt an import wrote beside it, or the
     # sentencepiece model its pretraining run recorded); without a checkpoint, the repository's
@@ -102,6 +107,14 @@ def get_config(arg: str = "SST-2", *, where: str = "configs/finetune.py",
         # max_answer_length 30, n_best_size 20, null_score_diff_threshold 0 (tiny: 128/32/32);
         # bertjax/finetune/squad/kind.py:config_fields documents each.
         c.update(squad_kind.config_fields(tiny="tiny" in presets))
+    if token:
+        # CoNLL-2003: head (linear | bilstm), features (feature mode, Table 7), lstm_hidden,
+        # stride; bertjax/finetune/ner/kind.py:config_fields documents each.
+        c.update(ner_kind.config_fields(tiny="tiny" in presets))
+    if kind is kinds.OWN:
+        # custom: train_file, dev_file, test_file (relative to --data_dir), text_columns,
+        # label_column, regression, label_names; both: truncation (own_data/kind.py).
+        c.update(own_kind.config_fields(c.task))
     return c
 
 

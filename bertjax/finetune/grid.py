@@ -107,12 +107,17 @@ def finetune_task(config, spec, task_data, init: pretrained.Init, workdir: pathl
                     r = _run(tuner, run_dir, fingerprint, lr=lr, seed=seed)
                 runs.append(r)
 
-    grid, chosen, median, sub_run = select(runs, spec.primary)
+    # The prepared spec: a kind may only know its primary metric once the data is read
+    # (custom: accuracy, or spearman for regression); GLUE's and SQuAD's are the same spec.
+    primary = inputs.spec.primary
+    grid, chosen, median, sub_run = select(runs, primary)
     chosen_runs = [r for r in runs if _at(r, chosen)]
-    files = []
+    files, test = [], None
     if config.predict_test:
         preds = np.load(task_dir / "runs" / sub_run["name"] / "test_predictions.npz")
         files = kind.write_submission(spec, inputs, preds, workdir, write=_is_main())
+        if hasattr(kind, "test_metrics"):  # a kind whose test sets are labelled (CoNLL)
+            test = kind.test_metrics(inputs, preds)
     for name in sub_run.get("artifact_files", []):  # the best run's predictions, one level up
         if _is_main():
             shutil.copyfile(task_dir / "runs" / sub_run["name"] / name, task_dir / name)
@@ -121,7 +126,7 @@ def finetune_task(config, spec, task_data, init: pretrained.Init, workdir: pathl
     rates = lambda k: [r[k] for r in runs if r.get(k)]  # noqa: E731
     median_rate = lambda k: float(np.median(rates(k))) if rates(k) else None  # noqa: E731
     results = {
-        "task": spec.name, "primary": spec.primary, "metrics": median,
+        "task": spec.name, "primary": primary, "metrics": median,
         "metrics_note": f"median over {len(chosen_runs)} seed(s) at the chosen grid point; "
                         "each run's dev metrics are taken at its best dev evaluation",
         "selected": {"learning_rate": chosen["learning_rate"],
@@ -136,6 +141,8 @@ def finetune_task(config, spec, task_data, init: pretrained.Init, workdir: pathl
         "train_examples_per_s": median_rate("train_examples_per_s"),
         "eval_examples_per_s": median_rate("eval_examples_per_s"),
         "notes": task_data.notes,
+        **({"test": test, "test_note": f"the submission run ({sub_run['name']}, best on dev "
+            "at the chosen grid point) with its best-on-dev parameters"} if test else {}),
         "runs": [{k: v for k, v in r.items() if k != "history"} for r in runs],
         "config": config.to_dict(), "fingerprint": fingerprint,
     }

@@ -7,9 +7,11 @@ and loss, decoding and metric; the core (trainer.py, grid.py) does the rest. `fi
 from __future__ import annotations
 
 from bertjax.finetune.glue.kind import KIND as GLUE
+from bertjax.finetune.ner.kind import KIND as NER
+from bertjax.finetune.own_data.kind import KIND as OWN
 from bertjax.finetune.squad.kind import KIND as SQUAD
 
-KINDS = (GLUE, SQUAD)
+KINDS = (GLUE, SQUAD, NER, OWN)
 
 
 def task_names() -> tuple[str, ...]:

@@ -103,17 +103,19 @@ def check_study(study: Mapping, config, glue_config, glue_dir: str, tasks: Seque
 
 
 def _glue_config(glue_config, task: str, overrides: Mapping):
-    """The study's fine-tuning config for one task. A SQuAD task takes its window and decoding
-    fields (max_seq_length 384, doc_stride, ...; the tiny sizes when the study's config has
-    sequences of at most 128 tokens) from squad/kind.py:config_fields; model, learning rates,
-    batch sizes, epochs, seeds and subsampling stay the study's."""
+    """The study's fine-tuning config for one task. SQuAD and CoNLL-2003 take their own fields
+    (windows, decoding, heads; the tiny sizes when the study's config has sequences of at most
+    128 tokens) from their kind's config_fields; model, learning rates, batch sizes, epochs,
+    seeds and subsampling stay the study's."""
     from bertjax.finetune import kinds
+    from bertjax.finetune.ner import kind as ner_kind
     from bertjax.finetune.squad import kind as squad_kind
     c = ml_collections.ConfigDict(glue_config.to_dict())
     kind, spec = kinds.find(task)
     c.task = spec.name
-    if kind is kinds.SQUAD:
-        c.update(squad_kind.config_fields(tiny=glue_config.max_seq_length <= 128))
+    fields = {kinds.SQUAD: squad_kind.config_fields, kinds.NER: ner_kind.config_fields}
+    if kind in fields:  # the task's own fields, at the study's scale
+        c.update(fields[kind](tiny=glue_config.max_seq_length <= 128))
         if "source" in c:
             del c["source"]
     for k, v in overrides.items():

@@ -264,6 +264,8 @@ def test_squad_task_config_in_a_study():
     c = study._glue_config(micro_config("CoLA"), "squad", {"mode": "full"})
     assert c.task == "SQuAD" and c.doc_stride == 32 and c.max_seq_length == 128
     assert "source" not in c and c.model.hidden_size == 32  # the study's model stays
+    ner = study._glue_config(micro_config("CoLA"), "CoNLL-2003", {"mode": "feature"})
+    assert ner.task == "CoNLL-2003" and "features" in ner and ner.mode == "feature"
 
 
 @pytest.mark.slow  # a pretraining point, then STS-B and SQuAD for it and the random init

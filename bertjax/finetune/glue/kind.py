@@ -11,7 +11,8 @@ interface (squad/kind.py and the kinds to come follow it):
   loss_fn(spec)              (outputs, batch, total_weight) -> the batch's loss
   evaluate                   dev outputs -> (metrics, what to keep of the best evaluation)
   write_artifacts            that kept object -> files in a run's directory
-  test_predictions / write_submission   labelled-or-not test sets (GLUE: the submission)
+  test_predictions / write_submission   unlabelled test sets (GLUE: the submission)
+  test_metrics (optional)    labelled test sets scored with the best-on-dev parameters (CoNLL)
   summary                    example counts and notes for results.json
 """
 from __future__ import annotations

@@ -82,12 +82,13 @@ class FeatureSpanExtractor(nn.Module):
 
 
 def build_span_model(mode: str, config: bert.BertConfig, *, feature_hidden: int = 256,
-                     feature_dropout: float = 0.1) -> nn.Module:
+                     feature_dropout: float = 0.1, head: str = "linear",
+                     lstm_hidden: int = 0) -> nn.Module:
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: expected one of {MODES}")
     if mode == "feature":
         return FeatureSpanExtractor(config, feature_hidden, feature_dropout)
-    return heads.BertForSpanExtraction(config)
+    return heads.BertForSpanExtraction(config, head, lstm_hidden)
 
 
 def build_model(mode: str, config: bert.BertConfig, num_labels: int, *,

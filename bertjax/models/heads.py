@@ -29,13 +29,24 @@ TOKEN_HEADS = ("linear", "bilstm")
 
 
 class BertForSpanExtraction(nn.Module):
+    """SQuAD's head: a start and an end logit per token, [batch, length, 2] float32, from one
+    dense layer (`head='linear'`, the paper's), or from a randomly initialised two-layer BiLSTM
+    and then the dense layer (`head='bilstm'`, Table 5's "+ BiLSTM" row)."""
     config: bert.BertConfig
+    head: str = "linear"
+    lstm_hidden: int = 0            # bilstm: units per direction; 0 = the hidden size
 
     @nn.compact
     def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True):
-        seq, _ = bert.BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic)
-        init = nn.initializers.truncated_normal(self.config.initializer_range)
+        c = self.config
+        if self.head not in TOKEN_HEADS:
+            raise ValueError(f"head={self.head!r}: expected one of {TOKEN_HEADS}")
+        seq, _ = bert.BertModel(c, name="bert")(input_ids, segment_ids, input_mask,
+                                                deterministic)
+        if self.head == "bilstm":
+            return _tagger(c, 2, self.lstm_hidden, c.hidden_dropout_rate, "span_tagger")(
+                seq, input_mask, deterministic)
+        init = nn.initializers.truncated_normal(c.initializer_range)
         return nn.Dense(2, kernel_init=init, dtype=seq.dtype, name="span_classifier")(
             seq).astype(jnp.float32)
 

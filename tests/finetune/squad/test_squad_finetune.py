@@ -178,3 +178,21 @@ def test_entry_point_from_another_directory(tmp_path, v2, from_checkpoint):
     assert res["init"] == ("random" if not from_checkpoint else res["init"])
     if from_checkpoint:
         assert res["init"] != "random"
+
+
+def test_bilstm_span_head_table_5():
+    """'+ BiLSTM': a randomly initialised BiLSTM between the encoder and the start/end layer."""
+    from bertjax.finetune import transfer
+    cfg = bert.BertConfig.from_dict(bert.model_config(
+        "tiny", vocab_size=50, num_layers=1, hidden_size=16, num_heads=2, intermediate_size=32))
+    ids = jnp.ones((2, 12), jnp.int32)
+    mask = jnp.asarray(np.arange(12)[None] < np.array([[12], [7]]), jnp.int32)
+    model = transfer.build_span_model("full", cfg, head="bilstm", lstm_hidden=8)
+    params = model.init(jax.random.PRNGKey(0), ids, ids * 0, mask)["params"]
+    assert "span_tagger" in params and "span_classifier" not in params
+    out = model.apply({"params": params}, ids, ids * 0, mask)
+    assert out.shape == (2, 12, 2) and np.all(np.asarray(out)[1, 7:] == 0)
+    bad = finetune_config.get_config("SQuAD,tiny")
+    bad.head = "gru"
+    with pytest.raises(ValueError, match="config.head='gru': expected one of"):
+        grid.validate_config(bad)

@@ -202,7 +202,8 @@ def test_bad_study_input_is_refused_before_pretraining(env, tmp_path, kwargs, me
                         train_fn=lambda *a: pytest.fail("pretraining started"))
 
 
-@pytest.mark.parametrize("name", ["mask_mix", "mask_rate", "nsp", "size", "transfer", "budget"])
+@pytest.mark.parametrize("name", ["mask_mix", "mask_rate", "nsp", "size", "transfer", "budget",
+                                  "pretraining_tasks", "steps"])
 def test_every_study_applies_to_the_config(name):
     s = pretrain.get_study(name)
     for p in s["points"]:

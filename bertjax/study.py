@@ -287,8 +287,14 @@ def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, wor
         rows.append({"point": label, "init": "random", **swept,
                      **_glue_columns(glue, list(modes), tasks)})
 
-    # --- 3. Tables (measured rows, then the paper's own where the study mirrors a paper
-    # table) and figures.
+    # --- 3. Tables and figures.
+    return _report(name, study, rows, root, cfgs, tasks, modes, config, glue_config)
+
+
+def _report(name, study, rows, root, cfgs, tasks, modes, config, glue_config) -> dict:
+    """study.md/.csv (the measured rows, then the paper's own where the study mirrors a paper
+    table), the figures and study.json; -> what study.json holds."""
+    from bertjax import study_steps
     reference, source = paper_tables.reference_rows(name, list(modes))
     header, table = paper_tables.table_rows(rows, reference)
     title = (f"Study {name}: tasks {', '.join(tasks)}; modes {', '.join(modes)}; GLUE dev "

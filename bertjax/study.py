@@ -93,7 +93,7 @@ def check_study(study: Mapping, config, glue_config, glue_dir: str, tasks: Seque
         kind, spec = kinds.find(t)  # an unknown name is an error naming the known ones
         missing = kind.files_missing(spec, glue_dir, _glue_config(glue_config, t, {}))
         if missing:
-            raise FileNotFoundError(f"{spec.name}: missing {missing} (--glue_dir "
+            raise FileNotFoundError(f"{kind.family}{spec.name}: missing {missing} (--glue_dir "
                                     f"{glue_dir})")
     for label, overrides in study["modes"].items():
         for t in tasks:

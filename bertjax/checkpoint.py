@@ -11,7 +11,8 @@ these items:
   train_state optimizer state, step and RNG (pretraining runs only)
   data_iter   the input pipeline's iterator state (pretraining runs only)
 A pretraining workdir keeps its checkpoints in `<workdir>/checkpoints`; `load_pretrained` accepts
-either that directory or the workdir itself.
+either that directory or the workdir itself (latest step), or one step's folder
+`<workdir>/checkpoints/<step>` (that step).
 
 `RunCheckpoints` writes and reads the pretraining layout. A step is complete once Orbax has
 renamed `<step>.orbax-checkpoint-tmp` to `<step>`; a half-written step (killed or failed
@@ -41,6 +42,15 @@ def checkpoint_dir(path: str | os.PathLike) -> epath.Path:
     if (path / CHECKPOINT_SUBDIR).is_dir():
         return path / CHECKPOINT_SUBDIR
     return path
+
+
+def split_step_dir(path) -> tuple[epath.Path, int | None]:
+    """`<root>/<step>`, a finished step folder of a checkpoint root -> (root, step); any other
+    path -> (path, None)."""
+    path = epath.Path(path)
+    if path.name.isdigit() and (path / "metadata").is_dir():
+        return path.parent, int(path.name)
+    return path, None
 
 
 def make_manager(directory, *, max_to_keep: int | None = None, async_save: bool = False,
@@ -80,6 +90,8 @@ def load_pretrained(path, step: int | None = None):
 
     Params are restored as host (numpy-backed) arrays in their saved dtype."""
     root = checkpoint_dir(path)
+    if step is None:
+        root, step = split_step_dir(root)
     with make_manager(root, read_only=True) as mngr:
         step = _pick_step(mngr, root, step)
         restored = _restore(mngr, root, step, params=ocp.args.StandardRestore(),

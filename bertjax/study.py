@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from bertjax import dir_lock, records, sweep
+from bertjax import dir_lock, paper_tables, records, sweep
 
 log = logging.getLogger("bertjax.study")
 
@@ -93,7 +93,7 @@ def check_study(study: Mapping, config, glue_config, glue_dir: str, tasks: Seque
         kind, spec = kinds.find(t)  # an unknown name is an error naming the known ones
         missing = kind.files_missing(spec, glue_dir, _glue_config(glue_config, t, {}))
         if missing:
-            raise FileNotFoundError(f"{spec.name}: missing {missing} (--glue_dir "
+            raise FileNotFoundError(f"{kind.family}{spec.name}: missing {missing} (--glue_dir "
                                     f"{glue_dir})")
     for label, overrides in study["modes"].items():
         for t in tasks:
@@ -180,6 +180,16 @@ def _glue_columns(glue: Mapping, modes: Sequence[str], tasks: Sequence[str]) -> 
     return row
 
 
+def eval_columns(ev: Mapping) -> dict:
+    """The held-out pretraining metrics of a row (MLM's, or LTR's next-token loss)."""
+    row = {"mlm_loss": ev.get("mlm_loss"), "mlm_accuracy": ev.get("mlm_accuracy"),
+           "mlm_perplexity": math.exp(ev["mlm_loss"]) if "mlm_loss" in ev else None,
+           "nsp_accuracy": ev.get("nsp_accuracy"), "context_nats": ev.get("context_nats")}
+    if "ltr_loss" in ev:
+        row.update(ltr_loss=ev["ltr_loss"], ltr_perplexity=ev.get("ltr_perplexity"))
+    return row
+
+
 def _swept(overrides: Mapping) -> dict:
     if "model.size" in overrides:  # a size point: its shape columns (Table 6)
         keys = [k for k in overrides if k != "model.intermediate_size"]
@@ -192,13 +202,18 @@ def _swept(overrides: Mapping) -> dict:
 def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, workdir: str,
               tasks: Sequence[str], *, points: Sequence[str] = (),
               baselines_dir: str = "", baselines_only: bool = False,
-              train_fn: Callable | None = None) -> dict:
+              train_fn: Callable | None = None, steps: Sequence[int] = ()) -> dict:
     """Runs (or resumes) the study; returns what study.json holds. Random-init baselines go
     to `baselines_dir` (default <workdir>/random_init): studies given the same directory share
     them (a baseline depends only on the model shape, tokenizer and GLUE config, all of which
     are in its cache key). `baselines_only` runs just the baselines (e.g. in a second process
-    while the points pretrain; the study then finds them done) and writes no report."""
+    while the points pretrain; the study then finds them done) and writes no report.
+    `steps`: for a per-checkpoint study (`steps`), the checkpoints to fine-tune (default all
+    the run keeps)."""
+    from bertjax import study_steps
+    config = sweep.apply_overrides(config, study.get("fixed", {}))  # the study's own settings
     check_study(study, config, glue_config, glue_dir, tasks)
+    study_steps.check_steps(study, config, steps)
     all_points = list(study["points"])
     if points:  # a subset, e.g. the sizes a CPU can afford
         names = [sweep.point_name(p) for p in all_points]
@@ -244,24 +259,26 @@ def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, wor
     progress.done["pretraining"] = len(cfgs)  # the rest were finished earlier
     by_name = {r["point"]: r for r in done}
 
-    # --- 2. GLUE: every point, then each shape's random-init baseline.
+    # --- 2. GLUE: every point (each kept checkpoint of it, in a per-checkpoint study), then
+    # each shape's random-init baseline.
+    def glue_columns(init: str, gdir: pathlib.Path, label: str) -> dict:
+        glue = _run_glue(glue_config, glue_dir, tasks, modes, init, gdir, "", progress, label)
+        return _glue_columns(glue, list(modes), tasks)
+
     rows = []
-    for n, overrides, cfg in cfgs:
-        glue = _run_glue(glue_config, glue_dir, tasks, modes, str(root / n), root / n, "",
-                         progress, n)
+    if study.get("per_checkpoint"):
+        rows = study_steps.checkpoint_rows(cfgs, root, steps, progress, glue_columns,
+                                           runs_per_init=len(modes) * len(tasks),
+                                           baseline_runs=len(shapes) * len(modes) * len(tasks))
+    for n, overrides, cfg in ([] if study.get("per_checkpoint") else cfgs):
         r = by_name[n]
-        ev = r.get("eval") or {}
-        row = {"point": n, "init": "pretrained", **_swept(overrides),
-               "step": r["step"], "mlm_loss": ev.get("mlm_loss"),
-               "mlm_accuracy": ev.get("mlm_accuracy"),
-               "mlm_perplexity": math.exp(ev["mlm_loss"]) if "mlm_loss" in ev else None,
-               "nsp_accuracy": ev.get("nsp_accuracy"), "context_nats": ev.get("context_nats"),
-               "escape_step": r.get("escape_step")}
+        row = {"point": n, "init": "pretrained", **_swept(overrides), "step": r["step"],
+               **eval_columns(r.get("eval") or {}), "escape_step": r.get("escape_step")}
         if cfg.train.budget_minutes or cfg.train.budget_flops:
             b = r.get("budget") or {}
             row.update(budget_minutes_used=b.get("minutes"), budget_flops_used=b.get("flops"),
                        stopped_by_budget=b.get("stopped_by_budget"))
-        row.update(_glue_columns(glue, list(modes), tasks))
+        row.update(glue_columns(str(root / n), root / n, n))
         rows.append(row)
     for shape, (model, tokenizer) in shapes.items():
         label = f"random init ({shape})"
@@ -273,15 +290,28 @@ def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, wor
                      **_glue_columns(glue, list(modes), tasks)})
 
     # --- 3. Tables and figures.
-    header = list(dict.fromkeys(k for row in rows for k in row))
-    table = [[row.get(k) for k in header] for row in rows]
+    return _report(name, study, rows, root, cfgs, tasks, modes, config, glue_config)
+
+
+def _report(name, study, rows, root, cfgs, tasks, modes, config, glue_config) -> dict:
+    """study.md/.csv (the measured rows, then the paper's own where the study mirrors a paper
+    table), the figures and study.json; -> what study.json holds."""
+    from bertjax import study_steps
+    reference, source = paper_tables.reference_rows(name, list(modes))
+    header, table = paper_tables.table_rows(rows, reference)
     title = (f"Study {name}: tasks {', '.join(tasks)}; modes {', '.join(modes)}; GLUE dev "
              "metrics x100, median over seeds; avg = mean of the tasks' BERT-paper scores; "
              "seed spread = mean over tasks of max-min of the selection metric")
+    if reference:
+        title += (f". Rows 'paper: ...' ({reference[0]['init']}) are {source}, not measured "
+                  f"here; '{paper_tables.NOT_RUN}' = a task or mode this study did not run")
     records.write_table(root / "study", header, table, title=title)
     figures = write_figures(root, name, rows, [(n, p) for n, p, _ in cfgs], list(modes))
+    if study.get("per_checkpoint"):  # downstream against pretraining steps instead
+        study_steps.write_figure(root, name, rows, list(modes))
     out = {"study": name, "tasks": list(tasks), "modes": modes, "columns": header,
-           "rows": rows, "figures": figures, "config": json.loads(config.to_json()),
+           "rows": rows, "reference_rows": reference, "reference_source": source,
+           "figures": figures, "config": json.loads(config.to_json()),
            "glue_config": glue_config.to_dict()}
     records.write_json(root / "study.json", out)
     log.info("study %s: %d rows in %s/study.md; figures %s", name, len(rows), root,

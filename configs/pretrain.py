@@ -195,6 +195,10 @@ def _apply_preset(c: ml_collections.ConfigDict, name: str) -> None:
 MASK_MIX_TABLE8 = ((0.8, 0.1), (1.0, 0.0), (0.8, 0.2), (0.8, 0.0), (0.0, 0.8), (0.0, 1.0))
 
 
+# The preset `ltr` as a study point: the paper's "LTR & No NSP".
+LTR_POINT = {"objective": "ltr", "model.causal": True, "data.nsp": False}
+
+
 def get_sweep(name: str) -> list[dict]:
     """Named ablations: each point is a dict of dotted overrides applied to the config.
 
@@ -255,5 +259,16 @@ def get_study(name: str) -> dict:
         return {"points": [{}], "modes": dict(GLUE_MODES)}
     if name == "budget":  # Cramming-style: sizes at an equal compute budget
         return {"points": get_sweep("size")[:3], "modes": full, "needs_budget": True}
+    if name == "pretraining_tasks":
+        # Table 5: MLM + NSP (the base), MLM only, LTR only.
+        # TODO(issue 20): the "+ BiLSTM" row (LTR & No NSP with a randomly initialised BiLSTM
+        # on top at fine-tuning) needs the BiLSTM head for classification tasks, built in
+        # bertjax/finetune/ separately; then add it as a GLUE mode of this study.
+        return {"points": [{}, {"data.nsp": False}, dict(LTR_POINT)], "modes": full}
+    if name == "steps":
+        # Figure 5: every checkpoint the run keeps (one each train.checkpoint_every steps; all
+        # kept) is fine-tuned; one line per objective. --steps picks some of them.
+        return {"points": [{}, dict(LTR_POINT)], "modes": full, "per_checkpoint": True,
+                "fixed": {"train.keep_checkpoints": 1_000_000}}
     raise ValueError(f"Unknown study {name!r} in configs/pretrain.py; expected one of "
-                     "mask_mix, mask_rate, nsp, size, transfer, budget")
+                     "mask_mix, mask_rate, nsp, size, transfer, budget, pretraining_tasks, steps")

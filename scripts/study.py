@@ -5,7 +5,8 @@ model shape), write study.md/.csv/.json and figures.
         --workdir runs/study_transfer --glue_dir ../shared/data/glue --tasks CoLA,SST-2,MRPC,STS-B
 
 Studies are named in configs/pretrain.py (get_study): mask_mix, mask_rate, nsp, size,
-transfer, budget. Running the same command again skips finished pretraining and GLUE runs.
+transfer, budget, pretraining_tasks, steps (each kept checkpoint fine-tuned; `--steps` picks
+some). Running the same command again skips finished pretraining and GLUE runs.
 `--glue_config` picks the fine-tuning recipe (any configs/glue.py preset; the task part is
 replaced by each of --tasks), overridable as `--glue_config.num_seeds=3`.
 """
@@ -38,6 +39,8 @@ _BASELINES = flags.DEFINE_string("baselines_dir", "", "Where random-init baselin
                                  "each model shape's baseline once.")
 _BASELINES_ONLY = flags.DEFINE_bool("baselines_only", False, "Run only the random-init baselines "
                                     "(e.g. in a second process while the points pretrain).")
+_STEPS = flags.DEFINE_list("steps", [], "The `steps` study: only these kept checkpoints "
+                           "(e.g. 2000,4000); default every one the run keeps.")
 flags.mark_flags_as_required(["config", "study", "workdir", "glue_dir"])
 
 
@@ -60,6 +63,11 @@ def main(argv):
             raise ValueError(f"--modes {unknown}: study {_STUDY.value!r} has modes "
                              f"{sorted(s['modes'])}")
         s = dict(s, modes={k: v for k, v in s["modes"].items() if k in _MODES.value})
+    try:
+        steps = [int(x) for x in _STEPS.value]
+    except ValueError:
+        raise ValueError(f"--steps {_STEPS.value}: expected whole numbers (training steps)"
+                         ) from None
     config = _CONFIG.value
     for key in ("corpus", "prepared_dir"):
         config.data[key] = cli.user_path(config.data[key])
@@ -68,7 +76,7 @@ def main(argv):
                           cli.user_path(_GLUE_DIR.value), cli.user_path(_WORKDIR.value),
                           _TASKS.value, points=_POINTS.value,
                           baselines_dir=cli.user_path(_BASELINES.value),
-                          baselines_only=_BASELINES_ONLY.value)
+                          baselines_only=_BASELINES_ONLY.value, steps=steps)
     if out:
         print(open(f"{cli.user_path(_WORKDIR.value)}/study.md", encoding="utf-8").read())
 

@@ -80,7 +80,9 @@ def _check_outputs(out, workdir, n_pretrained, modes, tasks=("STS-B",)):
     with open(workdir / "study.csv", encoding="utf-8") as f:
         table = list(csv.reader(f))
     header = table[0]
-    assert len(table) == len(rows) + 1 and header == out["columns"]
+    # + the paper's rows, for a study that mirrors a paper table (bertjax/paper_tables.py)
+    assert len(table) == len(rows) + len(out["reference_rows"]) + 1
+    assert header == out["columns"]
     for col in ("point", "mlm_loss", "mlm_accuracy", "mlm_perplexity", "nsp_accuracy"):
         assert col in header
     pre = [f"{m}:" for m in modes] if len(modes) > 1 else [""]
@@ -108,6 +110,12 @@ def test_mask_mix_study_has_fine_tuning_and_feature_columns(env):
     out, workdir = _run(env, "mask_mix", points=["mask_token_prob=0.8,random_token_prob=0.1"])
     _check_outputs(out, workdir, 1, ["full", "feature"])
     assert [r.get("mask_token_prob") for r in out["rows"]] == [0.8, None]
+    # Table 8's rows beside the measured ones; MNLI and CoNLL-2003 were not run here.
+    assert [r["point"] for r in out["reference_rows"]][0] == "paper: MASK/SAME/RND 80/10/10"
+    with open(workdir / "study.csv", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert table[0]["full:MNLI accuracy_m"] == "not run" and table[2]["full:MNLI accuracy_m"] \
+        == "84.2" and table[2]["feature:CoNLL-2003 f1"] == "94.9"
 
 
 @pytest.mark.slow  # ~36 s; rerun-skipping is also covered by the GLUE grid and sweep tests
@@ -202,7 +210,8 @@ def test_bad_study_input_is_refused_before_pretraining(env, tmp_path, kwargs, me
                         train_fn=lambda *a: pytest.fail("pretraining started"))
 
 
-@pytest.mark.parametrize("name", ["mask_mix", "mask_rate", "nsp", "size", "transfer", "budget"])
+@pytest.mark.parametrize("name", ["mask_mix", "mask_rate", "nsp", "size", "transfer", "budget",
+                                  "pretraining_tasks", "steps"])
 def test_every_study_applies_to_the_config(name):
     s = pretrain.get_study(name)
     for p in s["points"]:

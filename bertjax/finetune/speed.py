@@ -1,7 +1,7 @@
 """Fine-tuning speed of a task kind at one shape: train and eval examples/s, and the host time
 of decoding and scoring (SQuAD: the n-best search over every window) against the model's time.
 
-`measure(config, examples_or_none, ...)` builds the same FineTuner a run uses (same jit/pmap
+`measure(config, task_data)` builds the same FineTuner a run uses (same jit/pmap
 steps, same batching) on real inputs, times `steps` train steps on full-length batches after
 the compile, then one full dev evaluation split into model time and decode time.
 """
@@ -44,7 +44,7 @@ def measure(config, task_data, *, steps: int = 10) -> dict:
     outputs = {k: tuner.predict(state, v, timer) for k, v in inputs.dev.items()}
     model_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    scores, _ = kind.evaluate(spec, inputs, outputs)
+    scores, _ = kind.evaluate(inputs.spec, inputs, outputs)  # the prepared spec (CoNLL: tags)
     decode_s = time.perf_counter() - t0
     return {
         "task": spec.name, "seq": length, "batch": bs, "devices": jax.device_count(),

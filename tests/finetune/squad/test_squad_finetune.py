@@ -196,3 +196,19 @@ def test_bilstm_span_head_table_5():
     bad.head = "gru"
     with pytest.raises(ValueError, match="config.head='gru': expected one of"):
         grid.validate_config(bad)
+
+
+@pytest.mark.slow  # compiles a train and an eval step (~30 s)
+def test_finetune_benchmark_prints_only_json(tmp_path):
+    path = write(tmp_path / "squad.json", _repeat(v1_raw(), 4))
+    cmd = [sys.executable, str(REPO / "scripts" / "benchmark_finetune.py"),
+           f"--squad_file={path}", "--layers=1", "--hidden=32", "--heads=2", "--batch=2",
+           "--steps=1", "--max_questions=6", "--config.max_seq_length=48",
+           "--config.doc_stride=8", "--config.max_query_length=16", "--config.buckets=()"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)  # stdout is the JSON document and nothing else
+    assert result["seq"] == 48 and result["train_examples_per_s"] > 0
+    assert 0 <= result["decode_share"] <= 1 and "f1" in result["dev_scores"]

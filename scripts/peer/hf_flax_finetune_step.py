@@ -1,5 +1,7 @@
-"""Peer timing: Hugging Face transformers' FlaxBertForQuestionAnswering train step (start/end
-cross-entropy, AdamW) on synthetic batches; prints JSON with examples_per_s.
+"""Peer timing: Hugging Face transformers' fine-tuning train step on synthetic batches, AdamW;
+prints JSON with examples_per_s. --head qa: FlaxBertForQuestionAnswering (start/end
+cross-entropy); --head token: FlaxBertForTokenClassification (cross-entropy at every position,
+--labels tags).
 
 Runs in its own virtual environment (transformers dropped Flax in v5):
   python3 -m venv /tmp/peer && /tmp/peer/bin/pip install -q jax flax optax "transformers==4.47.1"
@@ -13,17 +15,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from transformers import BertConfig, FlaxBertForQuestionAnswering
+from transformers import BertConfig, FlaxBertForQuestionAnswering, FlaxBertForTokenClassification
 
 p = argparse.ArgumentParser()
 for name, default in [("layers", 4), ("hidden", 256), ("heads", 4), ("seq", 384), ("batch", 8),
-                      ("vocab", 30522), ("steps", 10)]:
+                      ("vocab", 30522), ("steps", 10), ("labels", 9)]:
     p.add_argument(f"--{name}", type=int, default=default)
+p.add_argument("--head", choices=("qa", "token"), default="qa")
 a = p.parse_args()
 cfg = BertConfig(vocab_size=a.vocab, hidden_size=a.hidden, num_hidden_layers=a.layers,
                  num_attention_heads=a.heads, intermediate_size=4 * a.hidden,
-                 max_position_embeddings=max(512, a.seq))
-model = FlaxBertForQuestionAnswering(cfg, seed=0, input_shape=(1, a.seq))
+                 max_position_embeddings=max(512, a.seq), num_labels=a.labels)
+cls = FlaxBertForQuestionAnswering if a.head == "qa" else FlaxBertForTokenClassification
+model = cls(cfg, seed=0, input_shape=(1, a.seq))
 tx = optax.adamw(3e-5, weight_decay=0.01)
 params = model.params
 opt_state = tx.init(params)
@@ -32,7 +36,8 @@ batch = {"input_ids": jnp.asarray(rng.integers(5, a.vocab, (a.batch, a.seq)), jn
          "attention_mask": jnp.ones((a.batch, a.seq), jnp.int32),
          "token_type_ids": jnp.asarray(np.tile(np.arange(a.seq) >= 64, (a.batch, 1)), jnp.int32),
          "start": jnp.asarray(rng.integers(0, a.seq, a.batch), jnp.int32),
-         "end": jnp.asarray(rng.integers(0, a.seq, a.batch), jnp.int32)}
+         "end": jnp.asarray(rng.integers(0, a.seq, a.batch), jnp.int32),
+         "tags": jnp.asarray(rng.integers(0, a.labels, (a.batch, a.seq)), jnp.int32)}
 
 
 @jax.jit
@@ -40,6 +45,9 @@ def step(params, opt_state, batch, dropout_rng):
     def loss_fn(p):
         out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                     params=p, dropout_rng=dropout_rng, train=True)
+        if a.head == "token":
+            return optax.softmax_cross_entropy_with_integer_labels(out.logits,
+                                                                   batch["tags"]).mean()
         ls = optax.softmax_cross_entropy_with_integer_labels(out.start_logits, batch["start"])
         le = optax.softmax_cross_entropy_with_integer_labels(out.end_logits, batch["end"])
         return ((ls + le) / 2).mean()
@@ -56,5 +64,5 @@ for i in range(a.steps):
     params, opt_state, loss = step(params, opt_state, batch, jax.random.fold_in(key, i))
 jax.block_until_ready(loss)
 dt = (time.perf_counter() - t0) / a.steps
-print(json.dumps({"peer": "transformers-4.47.1 FlaxBertForQuestionAnswering", "step_s": dt,
+print(json.dumps({"peer": f"transformers-4.47.1 {cls.__name__}", "step_s": dt,
                   "examples_per_s": a.batch / dt, "shape": vars(a)}))

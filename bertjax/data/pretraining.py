@@ -22,8 +22,8 @@ per-group transform and before masking:
   'full_sentences'  MLM-only, RoBERTa's FULL-SENTENCES: the group's documents as one stream,
                     [SEP] between documents, cut into full rows; one sequence per row (text may
                     cross a document boundary by design), so the rows look unpacked.
-Best-fit decreasing over the group's sequences, at most `max_sequences_per_row` per row, keeps
-the shapes static.
+Best-fit decreasing over the group's sequences (data/packing.py), at most
+`max_sequences_per_row` per row, keeps the shapes static.
 
 Every random choice comes from Grain's per-element RNG (seed x element index), so the same
 config, seed and step give the same batch, and a restored iterator state continues exactly.
@@ -40,7 +40,7 @@ import grain
 import numpy as np
 
 from bertjax import objectives
-from bertjax.data import prepare as prepare_lib
+from bertjax.data import packing, prepare as prepare_lib
 from bertjax.data.masking import MaskingOptions
 from bertjax.data import tokenizer as tokenizer_lib
 
@@ -101,7 +101,7 @@ def create_instances(docs: Sequence[dict], doc_ids: Sequence[int], rng: np.rando
     docs: records with `tokens` and `sentence_lengths`; doc_ids: their indices in the split
     (a NotNext partner must have another index). Returns input_ids, segment_ids, input_mask
     [n, max_seq_len] and nsp_label [n] (1 = B is random, NotNext), rows shuffled; packed rows
-    have more keys (see the module docstring and pack_rows).
+    have more keys (see the module docstring and packing.pack_rows).
     """
     # Python's Random for the many scalar draws (an order of magnitude cheaper per call than
     # numpy's), seeded from Grain's per-element generator so determinism is unchanged.
@@ -126,7 +126,8 @@ def create_instances(docs: Sequence[dict], doc_ids: Sequence[int], rng: np.rando
     r.shuffle(rows)
     rows = np.array(rows, np.int64).reshape(-1, 5)
     if opts.packing == "sequences":
-        return pack_rows(_assemble(flat, rows, opts), r, opts.max_sequences_per_row, opts.nsp)
+        return packing.pack_rows(_assemble(flat, rows, opts), r, opts.max_sequences_per_row,
+                                 opts.nsp)
     return _assemble(flat, rows, opts)
 
 
@@ -238,64 +239,6 @@ def _cut_document(begin: int, end: int, r, opts, rows) -> None:
         target = r.randint(2, max_tokens)
     for a0 in range(begin, end, target):
         rows.append((a0, min(target, end - a0), 0, 0, 0))
-
-
-def pack_rows(seqs: dict, r: random.Random, max_per_row: int, nsp: bool) -> dict:
-    """Packs single-sequence rows (as _assemble makes them) into as few rows as best-fit
-    decreasing finds, at most max_per_row sequences each; the packed rows are shuffled.
-
-    Returns input_ids, segment_ids, input_mask, position_ids, sequence_ids [n, length]; with
-    nsp, cls_positions, nsp_label (int32) and nsp_weights (float32, 0 = empty slot)
-    [n, max_per_row], else nsp_label [n] zeros. Every sequence keeps its tokens, segment ids
-    and label; positions restart at 0 and sequence ids count 1, 2, ... within a row.
-    """
-    n, length = seqs["input_ids"].shape
-    lengths = seqs["input_mask"].sum(axis=1).tolist()
-    # Bins by remaining space: the best fit is the first non-empty list at or above a length.
-    by_space: list[list[int]] = [[] for _ in range(length + 1)]
-    space, count = [], []
-    row_of, offset_of, slot_of = [0] * n, [0] * n, [0] * n
-    for i in sorted(range(n), key=lambda i: -lengths[i]):  # stable: ties keep shuffled order
-        need = lengths[i]
-        fit = next((s for s in range(need, length + 1) if by_space[s]), None)
-        if fit is None:
-            bin_ = len(space)
-            space.append(length)
-            count.append(0)
-        else:
-            bin_ = by_space[fit].pop()
-        row_of[i], offset_of[i], slot_of[i] = bin_, length - space[bin_], count[bin_]
-        space[bin_] -= need
-        count[bin_] += 1
-        if count[bin_] < max_per_row and space[bin_] > 0:
-            by_space[space[bin_]].append(bin_)
-    n_rows = len(space)
-    perm = list(range(n_rows))
-    r.shuffle(perm)
-    row = np.array(perm, np.int64)[np.array(row_of, np.int64)] if n else np.zeros(0, np.int64)
-    offset, slot = np.array(offset_of, np.int64), np.array(slot_of, np.int64)
-
-    j = np.arange(length)[None, :]
-    real = j < np.array(lengths, np.int64)[:, None]
-    dest = ((row * length + offset)[:, None] + j)[real]  # flat positions in the packed batch
-    out = {}
-    for key, value in (("input_ids", seqs["input_ids"]), ("segment_ids", seqs["segment_ids"]),
-                       ("input_mask", seqs["input_mask"]),
-                       ("position_ids", np.broadcast_to(j, (n, length))),
-                       ("sequence_ids", np.broadcast_to(slot[:, None] + 1, (n, length)))):
-        packed = np.zeros(n_rows * length, np.int32)
-        packed[dest] = value[real]
-        out[key] = packed.reshape(n_rows, length)
-    if nsp:
-        for key, value, dtype in (("cls_positions", offset, np.int32),
-                                  ("nsp_label", seqs["nsp_label"], np.int32),
-                                  ("nsp_weights", np.ones(n), np.float32)):
-            packed = np.zeros((n_rows, max_per_row), dtype)
-            packed[row, slot] = value
-            out[key] = packed
-    else:
-        out["nsp_label"] = np.zeros(n_rows, np.int32)
-    return out
 
 
 def _assemble(flat: np.ndarray, rows: np.ndarray, opts: PairingOptions) -> dict:
@@ -448,7 +391,7 @@ def make_iterator(data_config, prepared: str | os.PathLike, *, split: str = "tra
     (int32), masked_positions, masked_ids (int32) and masked_weights (float32)
     [b, max_predictions], nsp_label [b] (int32, 1 = NotNext). With data.packing='sequences'
     also position_ids, sequence_ids [b, max_seq_len] and, with NSP, cls_positions, nsp_label,
-    nsp_weights [b, max_sequences_per_row] (see pack_rows). Eval ignores `seed` (EVAL_SEED).
+    nsp_weights [b, max_sequences_per_row] (see packing.pack_rows). Eval ignores `seed` (EVAL_SEED).
     A grain.DatasetIterator: get_state()/set_state() round-trip JSON (Orbax: grain.checkpoint).
     `tokenizer`: the loaded data_config.tokenizer, when the caller has it already. `objective`
     (bertjax/objectives.py): 'ltr' makes the targets next tokens (data/ltr.py), nothing masked.

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from bertjax.data import pretraining
+from bertjax.data import packing, pretraining
 
 CLS, SEP, PAD = 2, 3, 0
 
@@ -132,7 +132,7 @@ def test_pack_rows_respects_the_cap_and_the_row_length():
             "nsp_label": np.array([r.randint(0, 1) for _ in range(n)], np.int32)}
     for i, k in enumerate(lengths):
         seqs["input_ids"][i, :k] = i + 5  # the sequence's own number, to follow it
-    out = pretraining.pack_rows(seqs, r, max_per_row=3, nsp=True)
+    out = packing.pack_rows(seqs, r, max_per_row=3, nsp=True)
     assert out["sequence_ids"].max() <= 3 and out["nsp_weights"].sum() == n
     found = {}
     for row in range(len(out["input_ids"])):

@@ -15,7 +15,8 @@ from tests.test_dir_lock import _holder
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config", f"{REPO / 'configs' / 'pretrain.py'}:tiny", "--config.train.batch_size=8",
         "--config.train.log_every=1", "--config.train.eval_every=1000",
-        "--config.train.eval_steps=1", "--config.train.checkpoint_every=2"]
+        "--config.train.eval_steps=1", "--config.train.checkpoint_every=2",
+        "--config.optim.warmup_steps=1"]  # warmup shorter than these few steps: no warning line
 
 
 def _env():

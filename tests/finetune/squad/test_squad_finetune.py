@@ -162,6 +162,7 @@ def test_entry_point_from_another_directory(tmp_path, v2, from_checkpoint):
     cmd = [sys.executable, str(REPO / "scripts" / "finetune.py"),
            f"--config={REPO / 'configs' / 'finetune.py'}:{task},tiny", "--data_dir=data",
            "--workdir=out", "--config.max_steps=3", "--config.max_seq_length=64",
+           "--config.doc_stride=8", "--config.max_query_length=16",
            "--config.buckets=()", "--config.log_every=1",
            "--config.model.num_layers=1", "--config.model.hidden_size=32",
            "--config.model.num_heads=2", "--config.model.intermediate_size=64"]

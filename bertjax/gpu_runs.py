@@ -1,6 +1,6 @@
 """The two real runs of the GPU report (bertjax/gpu_report.py): a short bf16 pretraining with a
 resume, and GLUE fine-tuning speed. Both go through the same code as the users' runs
-(train.train_and_evaluate, glue.finetune.FineTuner), not a re-implementation."""
+(train.train_and_evaluate, finetune.trainer.FineTuner), not a re-implementation."""
 from __future__ import annotations
 
 import json
@@ -99,11 +99,12 @@ def write_sst2(root: pathlib.Path, n_train: int, n_dev: int) -> None:
 
 def glue(*, workdir: str, variant: str, size: str, steps: int, batch: int, seq: int) -> dict:
     """Fine-tuning speed of a random-init `size` model in bf16 on synthetic SST-2 rows, every
-    batch padded to `seq` tokens (one bucket), through glue.finetune.FineTuner as a real run
+    batch padded to `seq` tokens (one bucket), through finetune.trainer.FineTuner as a real run
     goes (cuDNN attention when the variant asks for it and a GPU is there, else xla)."""
     import ml_collections
 
-    from bertjax.glue import data, finetune, pretrained, tasks
+    from bertjax.finetune import pretrained, trainer
+    from bertjax.finetune.glue import data, tasks
     from bertjax.models import bert
     config = load_config("glue", variant)
     config.model = ml_collections.ConfigDict(dict(bert.model_config(size), **{
@@ -124,7 +125,7 @@ def glue(*, workdir: str, variant: str, size: str, steps: int, batch: int, seq: 
     spec = tasks.get_task("SST-2")
     init = pretrained.resolve_init(config, "")
     inputs = data.prepare_inputs(config, spec, tasks.load_task(spec, root), init.tokenizer)
-    tuner = finetune.FineTuner(config, init, inputs, batch)
+    tuner = trainer.FineTuner(config, init, inputs, batch)
     result = tuner.run(lr=config.learning_rates[0], seed=0, log_dir=os.fspath(root / "run"))
     ok = result["train_examples_per_s"] is not None and math.isfinite(result["train_loss_last"])
     return {"status": "ok" if ok else "FAILED: no steady train steps timed or loss not finite",

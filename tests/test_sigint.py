@@ -236,8 +236,8 @@ def test_ctrl_c_during_preparation_stops_in_one_line_and_the_rerun_completes(tmp
     _no_traceback(err)
     assert [x for x in err.splitlines() if x.startswith("interrupted (Ctrl-C)")], err[-3000:]
     assert stdout == ""  # no JSON result for an unfinished preparation
-    gone, deadline = False, time.time() + 20  # no pool worker outlives it (they may take a
-    while to exit on a loaded machine, but they must exit)
+    # No pool worker outlives it (on a loaded machine they may take a while to exit).
+    gone, deadline = False, time.time() + 20
     while not gone and time.time() < deadline:
         try:
             os.killpg(proc.pid, 0)

@@ -38,17 +38,22 @@ class BertForSpanExtraction(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True):
-        c = self.config
-        if self.head not in TOKEN_HEADS:
-            raise ValueError(f"head={self.head!r}: expected one of {TOKEN_HEADS}")
-        seq, _ = bert.BertModel(c, name="bert")(input_ids, segment_ids, input_mask,
-                                                deterministic)
+        seq = _encode(self.config, self.head, input_ids, segment_ids, input_mask,
+                      deterministic)
         if self.head == "bilstm":
-            return _tagger(c, 2, self.lstm_hidden, c.hidden_dropout_rate, "span_tagger")(
-                seq, input_mask, deterministic)
-        init = nn.initializers.truncated_normal(c.initializer_range)
+            return _tagger(self.config, 2, self.lstm_hidden, self.config.hidden_dropout_rate,
+                           "span_tagger")(seq, input_mask, deterministic)
+        init = nn.initializers.truncated_normal(self.config.initializer_range)
         return nn.Dense(2, kernel_init=init, dtype=seq.dtype, name="span_classifier")(
             seq).astype(jnp.float32)
+
+
+def _encode(c: bert.BertConfig, head: str, input_ids, segment_ids, input_mask, deterministic):
+    """The checked head name, then the encoder's final hidden states (params under 'bert')."""
+    if head not in TOKEN_HEADS:
+        raise ValueError(f"head={head!r}: expected one of {TOKEN_HEADS}")
+    seq, _ = bert.BertModel(c, name="bert")(input_ids, segment_ids, input_mask, deterministic)
+    return seq
 
 
 def _tagger(c: bert.BertConfig, num_tags: int, lstm_hidden: int, dropout_rate: float,
@@ -68,10 +73,7 @@ class BertForTokenClassification(nn.Module):
     @nn.compact
     def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True):
         c = self.config
-        if self.head not in TOKEN_HEADS:
-            raise ValueError(f"head={self.head!r}: expected one of {TOKEN_HEADS}")
-        seq, _ = bert.BertModel(c, name="bert")(input_ids, segment_ids, input_mask,
-                                                deterministic)
+        seq = _encode(c, self.head, input_ids, segment_ids, input_mask, deterministic)
         if self.head == "bilstm":
             return _tagger(c, self.num_tags, self.lstm_hidden, c.hidden_dropout_rate,
                            "tagger")(seq, input_mask, deterministic)

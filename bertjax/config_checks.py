@@ -106,6 +106,8 @@ TABLE = (
     Rule("train.async_checkpointing", BOOL),
     Rule("train.budget_minutes", FLOAT, _min(0), ">= 0 (0 = no budget)"),
     Rule("train.budget_flops", FLOAT, _min(0), ">= 0 (0 = no budget)"),
+    Rule("train.stop_at_escape", BOOL, lambda v, c: not v or c.objective == "mlm",
+         "False with objective 'ltr' (the escape is read from the MLM context probe)"),
     Rule("train.phase2_start", INT, lambda v, c: v == -1 or v >= 1,
          "-1 (one phase) or the step at which phase 2 starts (>= 1)"),
     Rule("train.phase2_max_seq_len", INT, lambda v, c: c.train.phase2_start < 0 or v >= 8,

@@ -94,11 +94,16 @@ def eval_summary(intact_sums: dict, shuffled_sums: dict) -> dict:
             "context_nats": shuffled - intact}
 
 
-def escape_step(eval_rows, threshold: float = ESCAPE_NATS) -> int | None:
+def escaped(eval_row: dict, threshold: float | None = None) -> bool:
+    """Whether one eval row (its context_nats) is off the unigram plateau (>= ESCAPE_NATS)."""
+    nats = eval_row.get("context_nats")
+    return nats is not None and nats >= (ESCAPE_NATS if threshold is None else threshold)
+
+
+def escape_step(eval_rows, threshold: float | None = None) -> int | None:
     """The first eval step whose context_nats >= threshold (rows: dicts with 'step' and
     'context_nats', e.g. metrics.jsonl eval rows, in any order); None if none reached it."""
-    hits = [int(r["step"]) for r in eval_rows
-            if r.get("context_nats") is not None and r["context_nats"] >= threshold]
+    hits = [int(r["step"]) for r in eval_rows if escaped(r, threshold)]
     return min(hits) if hits else None
 
 
@@ -170,7 +175,7 @@ def eval_feeds(batch: dict, tok, vocab_size: int, rng: np.random.Generator) -> d
             "shuffled": context_variant(batch, "shuffled", tok, vocab_size, rng)}
 
 
-def run_escape_step(workdir: str, threshold: float = ESCAPE_NATS) -> int | None:
+def run_escape_step(workdir: str, threshold: float | None = None) -> int | None:
     """escape_step over the eval rows of <workdir>/metrics.jsonl (None if it has none)."""
     path = epath.Path(workdir) / "metrics.jsonl"
     if not path.exists():

@@ -25,7 +25,7 @@ import optax
 from etils import epath
 
 from bertjax import checkpoint as ckpt_lib
-from bertjax import config_checks, dir_lock
+from bertjax import config_checks, context_probe, dir_lock
 from bertjax import losses, metrics as metrics_lib, objectives, optim, parallel, preemption
 from bertjax import run_clock
 from bertjax import workdir as workdir_lib
@@ -408,9 +408,12 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                 if log_now and host:
                     last_train = run.log_train(step, host, clock, phase)
                     bar.set_postfix(run.objective.progress(last_train, last_eval))
+                escaped = False
                 if step % t.eval_every == 0 or step == t.steps or over:
                     last_eval = run.evaluate(state, step)
                     clock.restart()
+                    escaped = t.stop_at_escape and context_probe.escaped(last_eval)
+                    ckpt_now = ckpt_now or escaped
                 if ckpt_now:
                     ckpts.save(step, dp.get_state(state), it_state, run.meta, force=True)
                     if is_main:
@@ -418,6 +421,10 @@ def _train(config, workdir, model_cfg, all_phases, tok, prepared, ckpts, is_main
                 if over:
                     log.info("compute budget spent at step %d: %.1f min, %.3g FLOPs", step,
                              budget.used["minutes"], budget.used["flops"])
+                if escaped:
+                    log.info("escaped the unigram plateau at step %d (context_nats %.3f); "
+                             "stopping (train.stop_at_escape)", step, last_eval["context_nats"])
+                    break
                 if preempt:
                     preempted = True
                     log.warning("%s at step %d; checkpoint saved; the same command resumes",

@@ -88,6 +88,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # over when a run resumes.
     c.train.budget_minutes = 0.0
     c.train.budget_flops = 0.0
+    # Escape probes (docs/recipe.md): stop after the first eval whose context_nats reaches
+    # context_probe.ESCAPE_NATS (the model reads its context: off the unigram plateau). MLM only.
+    c.train.stop_at_escape = False
     # Two-phase recipe (BERT): after `phase2_start` steps switch to phase2_* seq length/batch.
     c.train.phase2_start = -1          # -1 = single phase
     c.train.phase2_max_seq_len = 512
@@ -223,8 +226,10 @@ def get_sweep(name: str) -> list[dict]:
         return out
     if name == "optimizer":
         return [{"optim.name": n} for n in ("adamw", "lamb", "adam", "momentum")]
+    if name == "seeds":  # the same recipe, three pretraining seeds (docs/recipe.md)
+        return [{"seed": s} for s in (0, 1, 2)]
     raise ValueError(f"Unknown sweep {name!r} in configs/pretrain.py; expected one of "
-                     "mask_rate, mask_mix, nsp, position, size, optimizer")
+                     "mask_rate, mask_mix, nsp, position, size, optimizer, seeds")
 
 
 # GLUE transfer modes a study can fine-tune in: label -> overrides of the GLUE config.

@@ -189,3 +189,20 @@ def test_reusing_a_workdir_with_an_incompatible_config_is_an_error(tmp_path, pre
         train.train_and_evaluate(
             _config(prepared_dir, **{"train.steps": 4, "model.hidden_dropout_rate": 0.0}), workdir)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def test_stop_at_escape_ends_the_run_after_the_first_eval_off_the_plateau(
+        tmp_path, prepared_dir, monkeypatch):
+    from bertjax import context_probe
+    over = {"train.stop_at_escape": True, "train.eval_every": 10}
+    # A threshold every eval reaches: the run stops (with a checkpoint) at the first eval.
+    monkeypatch.setattr(context_probe, "ESCAPE_NATS", -100.0)
+    result = train.train_and_evaluate(_config(prepared_dir, **over), str(tmp_path / "low"))
+    assert result.step == 10 and not result.preempted
+    assert [r["step"] for r in _rows(str(tmp_path / "low"), "eval")] == [10]
+    assert "10" in os.listdir(tmp_path / "low" / "checkpoints")
+    # One no eval reaches: the run goes to train.steps as without the flag.
+    monkeypatch.setattr(context_probe, "ESCAPE_NATS", 100.0)
+    result = train.train_and_evaluate(_config(prepared_dir, **over), str(tmp_path / "high"))
+    assert result.step == 30
+    assert [r["step"] for r in _rows(str(tmp_path / "high"), "eval")] == [10, 20, 30]

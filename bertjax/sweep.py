@@ -29,6 +29,17 @@ def point_name(overrides: dict) -> str:
     return ",".join(parts) or "base"
 
 
+def select_points(points: list[dict], indices, sweep_name: str) -> list[dict]:
+    """The points at `indices` (strings or ints, from 0), in the order given."""
+    out = []
+    for i in indices:
+        if not str(i).strip().isdigit() or int(i) >= len(points):
+            raise ValueError(f"--points {i!r}: expected an index from 0 to {len(points) - 1} "
+                             f"(sweep {sweep_name!r} has {len(points)} points)")
+        out.append(points[int(i)])
+    return out
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict):
     config = copy.deepcopy(config)
     for key, value in overrides.items():

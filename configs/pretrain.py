@@ -228,8 +228,16 @@ def get_sweep(name: str) -> list[dict]:
         return [{"optim.name": n} for n in ("adamw", "lamb", "adam", "momentum")]
     if name == "seeds":  # the same recipe, three pretraining seeds (docs/recipe.md)
         return [{"seed": s} for s in (0, 1, 2)]
+    if name == "escape_probes":  # one change each from cpu_transfer (docs/recipe.md)
+        return [{"data.nsp": False},
+                {"data.mask_rate": 0.25, "data.max_predictions_per_seq": 32},
+                {"model.num_heads": 4},
+                {"optim.warmup_steps": 1000},
+                {"train.batch_size": 128},
+                {"model.position_embedding": "learned"}]
     raise ValueError(f"Unknown sweep {name!r} in configs/pretrain.py; expected one of "
-                     "mask_rate, mask_mix, nsp, position, size, optimizer, seeds")
+                     "mask_rate, mask_mix, nsp, position, size, optimizer, seeds, "
+                     "escape_probes")
 
 
 # GLUE transfer modes a study can fine-tune in: label -> overrides of the GLUE config.

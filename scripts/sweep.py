@@ -18,6 +18,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path:var
                                           lock_config=True)
 _SWEEP = flags.DEFINE_string("sweep", None, "Name passed to the config file's get_sweep().")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the points' workdirs.")
+_POINTS = flags.DEFINE_list("points", None, "Only these points of the sweep, by index from 0 "
+                            "(e.g. 0,2: two processes can share a sweep's points).")
 flags.mark_flags_as_required(["config", "sweep", "workdir"])
 
 
@@ -36,7 +38,10 @@ def main(argv):
     config = _CONFIG.value
     cli.resolve_data_paths(config.data)
     workdir = cli.user_path(_WORKDIR.value)
-    results = sweep.run_sweep(config, module.get_sweep(_SWEEP.value), workdir)
+    points = module.get_sweep(_SWEEP.value)
+    if _POINTS.value:
+        points = sweep.select_points(points, _POINTS.value, _SWEEP.value)
+    results = sweep.run_sweep(config, points, workdir)
     logging.getLogger("bertjax").info("sweep %s: %d points done; summary in %s/summary.md",
                                       _SWEEP.value, len(results), workdir)
 

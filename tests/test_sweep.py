@@ -8,7 +8,7 @@ from configs import pretrain
 
 
 @pytest.mark.parametrize("name", ["mask_rate", "mask_mix", "nsp", "position", "size",
-                                  "optimizer"])
+                                  "optimizer", "seeds", "escape_probes"])
 def test_every_named_sweep_applies_to_the_config(name):
     base = pretrain.get_config("tiny")
     points = pretrain.get_sweep(name)
@@ -29,6 +29,14 @@ def test_unknown_sweep_and_field_are_clear_errors():
         pretrain.get_sweep("maskrate")
     with pytest.raises(KeyError, match="no config field 'mask_ratio'"):
         sweep.apply_overrides(pretrain.get_config("tiny"), {"data.mask_ratio": 0.2})
+
+
+def test_select_points_takes_indices_in_order_and_refuses_others():
+    points = pretrain.get_sweep("escape_probes")
+    assert sweep.select_points(points, ["2", "0"], "escape_probes") == [points[2], points[0]]
+    for bad in ("6", "x", "-1"):
+        with pytest.raises(ValueError, match=f"--points '{bad}': expected an index from 0 to 5"):
+            sweep.select_points(points, [bad], "escape_probes")
 
 
 def test_sweep_skips_finished_points_and_resumes_the_rest(tmp_path):

@@ -33,3 +33,19 @@ def test_cpu_transfer_preset_tokenizer_matches_vocab_and_init_scales_with_width(
     # 1/sqrt(hidden): 0.088 for tiny (hidden 128), 0.0625 for mini (hidden 256)
     assert c.model.initializer_range == pytest.approx(c.model.hidden_size ** -0.5)
     assert c.model.pre_layer_norm and c.train.budget_minutes == 60.0
+
+
+@pytest.mark.parametrize("size", ["tiny", "mini"])
+def test_cpu_escape_preset_is_cpu_transfer_with_its_departures(size):
+    base, c = pretrain.get_config(f"{size},cpu_transfer"), pretrain.get_config(f"{size},cpu_escape")
+    assert c.model.num_heads * 32 == c.model.hidden_size  # head_dim 32 (4 heads for tiny)
+    assert not c.data.nsp and c.data.mask_rate == 0.25 and c.data.max_predictions_per_seq == 32
+    assert c.train.eval_every == 250
+    changed = {f"{k}.{f}" for k in ("model", "data", "optim", "train", "parallel")
+               for f in c[k] if c[k][f] != base[k][f]}
+    assert changed == {"model.num_heads", "data.nsp", "data.mask_rate",
+                       "data.max_predictions_per_seq", "train.eval_every"} | (
+        {"train.eval_steps"} if base.train.eval_steps != 20 else set())
+    bert.BertConfig.from_dict(c.model.to_dict())
+    from bertjax import train
+    train.check_config(c)

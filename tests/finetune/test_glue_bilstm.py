@@ -260,3 +260,18 @@ def test_study_writes_the_bilstm_row_beside_the_papers(tmp_path, monkeypatch):
     assert measured < paper and "84.9" in lines[paper]  # the paper's SQuAD F1 for + BiLSTM
     ref = next(r for r in out["reference_rows"] if r["point"].startswith("paper: + BiLSTM"))
     assert set(ref) - {"point", "init"} <= set(out["columns"])  # the same column names
+
+
+@pytest.mark.slow  # a real fine-tuning run (compiles a train and an eval step)
+@pytest.mark.parametrize("task", ["SST-2", "STS-B"])
+def test_finetune_run_with_the_bilstm_head(tmp_path, task):
+    """grid.run end to end on the fixture task with head=bilstm: the run records the head
+    and its dev metrics are finite."""
+    from glue_fixtures import micro_config
+    write_task(tmp_path / "glue", task)
+    c = micro_config(task, num_seeds=1, max_steps=3, predict_test=False, head="bilstm",
+                     lstm_hidden=8)
+    grid.run(c, str(tmp_path / "glue"), "", str(tmp_path / "w"))
+    r = json.loads((tmp_path / "w" / task / "results.json").read_text())
+    assert (r["config"]["head"], r["mode"]) == ("bilstm", "full")
+    assert r["metrics"] and all(np.isfinite(v) for v in r["metrics"].values())

@@ -9,6 +9,13 @@ transfer modes. run_study, stage by stage:
   3. writes study.md / study.csv / study.json (one row per point, one per baseline) and the
      figures (loss curves of all points; downstream average against the swept value).
 
+A study may also have `variants`: some of its points fine-tuned once more with other GLUE
+overrides (Table 5's "+ BiLSTM": the LTR point with head=bilstm), each a row of its own after its
+point's, `<point> <label>`, with the same column names as the point's row (so it sits beside the
+paper's row of the same name). A variant is {"name", "label", "points": [point overrides],
+"modes": {study mode: GLUE overrides}}; its runs go to <workdir>/<point>/glue_<mode>_<name>/.
+Random-init baselines are not repeated for a variant (the paper's row is of a pretrained model).
+
 Layout: <workdir>/<point>/ (pretraining) and <workdir>/<point>/glue_<mode>/ (its GLUE runs);
 <workdir>/random_init/<shape>/glue_<mode>/ (baselines; another directory can be shared by
 several studies).
@@ -98,8 +105,42 @@ def check_study(study: Mapping, config, glue_config, glue_dir: str, tasks: Seque
     for label, overrides in study["modes"].items():
         for t in tasks:
             grid.validate_config(_glue_config(glue_config, t, overrides))
+    _check_variants(study, glue_config, tasks)
     for p in study["points"]:
         sweep.apply_overrides(config, p)  # an unknown field fails here, not after point 1
+
+
+def _check_variants(study: Mapping, glue_config, tasks: Sequence[str]) -> None:
+    from bertjax.finetune import grid
+    variants = study.get("variants") or []
+    if variants and study.get("per_checkpoint"):
+        raise ValueError("a per-checkpoint study (steps) takes no variants")
+    for v in variants:
+        where = f"study variant {v.get('name')!r}"
+        missing = {"name", "label", "points", "modes"} - set(v)
+        if missing:
+            raise ValueError(f"{where}: missing {sorted(missing)}; expected name, label, "
+                             "points (a list of the study's points) and modes")
+        stray = [p for p in v["points"] if p not in study["points"]]
+        unknown = sorted(set(v["modes"]) - set(study["modes"]))
+        if stray or unknown:
+            raise ValueError(f"{where}: " + (f"points {stray} are not the study's points"
+                             if stray else f"modes {unknown} are not the study's modes "
+                             f"{sorted(study['modes'])}"))
+        for overrides in v["modes"].values():
+            for t in tasks:
+                grid.validate_config(_glue_config(glue_config, t, overrides))
+
+
+def variants_of(study: Mapping, point: Mapping, modes: Mapping) -> list[dict]:
+    """The study's variants that fine-tune `point` again, each with its modes among `modes`
+    (a study run with only some of its modes runs only those of its variants)."""
+    out = []
+    for v in study.get("variants") or []:
+        kept = {k: o for k, o in v["modes"].items() if k in modes}
+        if point in v["points"] and kept:
+            out.append(dict(v, modes=kept))
+    return out
 
 
 def _glue_config(glue_config, task: str, overrides: Mapping):
@@ -132,8 +173,9 @@ def _shape(point_cfg) -> tuple[str, dict]:
 
 
 def _run_glue(glue_config, glue_dir, tasks, modes, init_checkpoint, workdir: pathlib.Path,
-              tokenizer, progress, label, model: dict | None = None) -> dict:
-    """mode -> task -> results.json of that task (median over seeds at the chosen point)."""
+              tokenizer, progress, label, model: dict | None = None, suffix: str = "") -> dict:
+    """mode -> task -> results.json of that task (median over seeds at the chosen point);
+    the runs in <workdir>/glue_<mode><suffix>/."""
     from bertjax.finetune import grid
     out = {}
     for mode, overrides in modes.items():
@@ -145,7 +187,7 @@ def _run_glue(glue_config, glue_dir, tasks, modes, init_checkpoint, workdir: pat
                                                      "attention_dropout_rate",
                                                      "attention_impl", "dtype", "remat")}
                 cfg.model = ml_collections.ConfigDict(dict(model, **runtime))
-            gdir = workdir / f"glue_{mode}"
+            gdir = workdir / f"glue_{mode}{suffix}"
             results_path = gdir / cfg.task / "results.json"
             cached = results_path.exists()
             progress.start("fine-tuning", f"{label} / {mode} / {cfg.task}")
@@ -155,13 +197,16 @@ def _run_glue(glue_config, glue_dir, tasks, modes, init_checkpoint, workdir: pat
     return out
 
 
-def _glue_columns(glue: Mapping, modes: Sequence[str], tasks: Sequence[str]) -> dict:
+def _glue_columns(glue: Mapping, modes: Sequence[str], tasks: Sequence[str],
+                  prefix: bool | None = None) -> dict:
     """Each dev metric (x100; SQuAD's EM/F1 are 0-100 already), the average of the tasks'
     paper scores, the seeds' spread (mean over tasks of max - min of the selection metric over
-    the chosen point's seeds)."""
+    the chosen point's seeds). Column names carry `<mode>:` when `prefix` (default: the
+    study has several modes)."""
     row = {}
+    prefix = len(modes) > 1 if prefix is None else prefix
     for mode in modes:
-        pre = f"{mode}:" if len(modes) > 1 else ""
+        pre = f"{mode}:" if prefix else ""
         scores, spreads = [], []
         for task in tasks:
             r = glue[mode][task]
@@ -231,7 +276,8 @@ def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, wor
     for _, _, cfg in cfgs:
         shape, model = _shape(cfg)
         shapes.setdefault(shape, (model, cfg.data.tokenizer))
-    n_ft = (len(cfgs) + len(shapes)) * len(modes) * len(tasks)
+    n_ft = (len(cfgs) + len(shapes)) * len(modes) * len(tasks) + len(tasks) * sum(
+        len(v["modes"]) for _, p, _ in cfgs for v in variants_of(study, p, modes))
     progress = _Progress({"pretraining": len(cfgs), "fine-tuning": n_ft})
 
     if baselines_only:
@@ -261,9 +307,12 @@ def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, wor
 
     # --- 2. GLUE: every point (each kept checkpoint of it, in a per-checkpoint study), then
     # each shape's random-init baseline.
-    def glue_columns(init: str, gdir: pathlib.Path, label: str) -> dict:
-        glue = _run_glue(glue_config, glue_dir, tasks, modes, init, gdir, "", progress, label)
-        return _glue_columns(glue, list(modes), tasks)
+    def glue_columns(init: str, gdir: pathlib.Path, label: str, run_modes=modes,
+                     suffix: str = "") -> dict:
+        glue = _run_glue(glue_config, glue_dir, tasks, run_modes, init, gdir, "", progress,
+                         label, suffix=suffix)
+        # Named as the study's modes (a variant's columns are its point's).
+        return _glue_columns(glue, list(run_modes), tasks, prefix=len(modes) > 1)
 
     rows = []
     if study.get("per_checkpoint"):
@@ -278,8 +327,10 @@ def run_study(name: str, study: Mapping, config, glue_config, glue_dir: str, wor
             b = r.get("budget") or {}
             row.update(budget_minutes_used=b.get("minutes"), budget_flops_used=b.get("flops"),
                        stopped_by_budget=b.get("stopped_by_budget"))
-        row.update(glue_columns(str(root / n), root / n, n))
-        rows.append(row)
+        rows.append(dict(row, **glue_columns(str(root / n), root / n, n)))
+        for v in variants_of(study, overrides, modes):  # e.g. Table 5's "+ BiLSTM"
+            rows.append(dict(row, point=f"{n} {v['label']}", **glue_columns(
+                str(root / n), root / n, f"{n} {v['label']}", v["modes"], f"_{v['name']}")))
     for shape, (model, tokenizer) in shapes.items():
         label = f"random init ({shape})"
         glue = _run_glue(glue_config, glue_dir, tasks, modes, "", base_root / shape,

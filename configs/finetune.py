@@ -13,12 +13,17 @@ config_fields). configs/glue.py is this file under its old name. Presets:
   grid     BERT's appendix grid: batch size in {16, 32} as well as the three learning rates
   gpu      bfloat16 compute and the fused cuDNN attention (no attention-probability dropout)
 
+Every task kind has `head` ('linear', the paper's; or 'bilstm': a randomly initialised two-layer
+BiLSTM between the encoder and the classifier, Table 5's "+ BiLSTM") and `lstm_hidden` (its units
+per direction; 0 = the encoder's hidden size): `--config.head=bilstm`.
+
 Presets apply left to right (`tiny,feature` keeps feature's learning rates). Every field can be
 overridden: `--config.learning_rates='(1e-4,)' --config.num_seeds=3`.
 """
 import ml_collections
 
 from bertjax.finetune import kinds
+from bertjax.finetune.glue import kind as glue_kind
 from bertjax.finetune.glue.tasks import TASK_NAMES
 from bertjax.finetune.ner import kind as ner_kind
 from bertjax.finetune.own_data import kind as own_kind
@@ -111,9 +116,13 @@ def get_config(arg: str = "SST-2", *, where: str = "configs/finetune.py",
         # CoNLL-2003: head (linear | bilstm), features (feature mode, Table 7), lstm_hidden,
         # stride; bertjax/finetune/ner/kind.py:config_fields documents each.
         c.update(ner_kind.config_fields(tiny="tiny" in presets))
+    if kind is kinds.GLUE:
+        # GLUE (and `all`): head (linear | bilstm), lstm_hidden; glue/kind.py:config_fields.
+        c.update(glue_kind.config_fields())
     if kind is kinds.OWN:
         # custom: train_file, dev_file, test_file (relative to --data_dir), text_columns,
-        # label_column, regression, label_names; both: truncation (own_data/kind.py).
+        # label_column, regression, label_names; both: truncation and GLUE's head fields
+        # (own_data/kind.py).
         c.update(own_kind.config_fields(c.task))
     return c
 

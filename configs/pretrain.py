@@ -261,6 +261,9 @@ GLUE_MODES = {
     "full": {"mode": "full"},
     "feature": {"mode": "feature", "learning_rates": (1e-3,)},
     "partial": {"mode": "partial", "trainable_layers": 1},
+    # Table 5's "+ BiLSTM": full fine-tuning with a randomly initialised two-layer BiLSTM
+    # between the encoder and the classifier (the fine-tuning config's `head`).
+    "full_bilstm": {"mode": "full", "head": "bilstm"},
 }
 
 
@@ -283,15 +286,18 @@ def get_study(name: str) -> dict:
     if name == "size":  # Table 6
         return {"points": get_sweep("size"), "modes": full}
     if name == "transfer":  # one checkpoint; fine-tuning vs frozen features vs top layers
-        return {"points": [{}], "modes": dict(GLUE_MODES)}
+        return {"points": [{}], "modes": {k: GLUE_MODES[k] for k in ("full", "feature",
+                                                                       "partial")}}
     if name == "budget":  # Cramming-style: sizes at an equal compute budget
         return {"points": get_sweep("size")[:3], "modes": full, "needs_budget": True}
     if name == "pretraining_tasks":
-        # Table 5: MLM + NSP (the base), MLM only, LTR only.
-        # TODO(issue 20): the "+ BiLSTM" row (LTR & No NSP with a randomly initialised BiLSTM
-        # on top at fine-tuning) needs the BiLSTM head for classification tasks, built in
-        # bertjax/finetune/ separately; then add it as a GLUE mode of this study.
-        return {"points": [{}, {"data.nsp": False}, dict(LTR_POINT)], "modes": full}
+        # Table 5: MLM + NSP (the base), MLM only, LTR only, and "+ BiLSTM": the LTR point
+        # fine-tuned once more with the BiLSTM head, a row of its own (bertjax/study.py,
+        # variants) with the full mode's columns, beside the paper's "+ BiLSTM".
+        return {"points": [{}, {"data.nsp": False}, dict(LTR_POINT)], "modes": full,
+                "variants": [{"name": "bilstm", "label": "+ BiLSTM",
+                              "points": [dict(LTR_POINT)],
+                              "modes": {"full": GLUE_MODES["full_bilstm"]}}]}
     if name == "steps":
         # Figure 5: every checkpoint the run keeps (one each train.checkpoint_every steps; all
         # kept) is fine-tuned; one line per objective. --steps picks some of them.

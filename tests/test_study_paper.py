@@ -65,8 +65,9 @@ def test_pretraining_tasks_study_with_the_papers_rows(env):
     rows = out["rows"]
     assert [r["point"] for r in rows[:3]] == ["base", "nsp=False", LTR_NAME]
     # A random-init baseline per model shape: bidirectional, and causal (the LTR point's).
-    assert [r["init"] for r in rows] == ["pretrained"] * 3 + ["random"] * 2
-    assert len({r["point"] for r in rows[3:]}) == 2
+    assert rows[3]["point"] == f"{LTR_NAME} + BiLSTM"  # the LTR point, head=bilstm
+    assert [r["init"] for r in rows] == ["pretrained"] * 4 + ["random"] * 2
+    assert len({r["point"] for r in rows[4:]}) == 2
     base, mlm_only, ltr = rows[:3]
     assert base["nsp_accuracy"] is not None and mlm_only["nsp_accuracy"] is None
     assert ltr["mlm_loss"] is None and 0 < ltr["ltr_loss"] < 20 and ltr["ltr_perplexity"] > 1
@@ -82,7 +83,7 @@ def test_pretraining_tasks_study_with_the_papers_rows(env):
     paper_line = next(line for line in md.splitlines() if "paper: LTR & No NSP" in line)
     assert "77.5" in paper_line and "77.8" in paper_line
     saved = json.loads((workdir / "study.json").read_text())
-    assert saved["reference_rows"] == out["reference_rows"] and len(saved["rows"]) == 5
+    assert saved["reference_rows"] == out["reference_rows"] and len(saved["rows"]) == 6
 
 
 def test_checkpoint_rows_start_from_each_kept_step(env, tmp_path):

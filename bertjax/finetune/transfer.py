@@ -1,7 +1,9 @@
 """Transfer modes: which model fine-tuning runs and which of its parameters train.
 
   full     the task kind's model (BertForSequenceClassification: pooled [CLS] -> dropout ->
-           dense; BertForSpanExtraction: a start and an end logit per token); everything trains.
+           dense; BertForSpanExtraction: a start and an end logit per token; with
+           `head='bilstm'` a randomly initialised two-layer BiLSTM sits between the encoder
+           and that classifier, models/heads.py); everything trains.
   partial  the same model; only the top `trainable_layers` encoder layers, the pooler and the
            classifier train (embeddings and lower layers stay as pretrained).
   feature  the encoder is frozen and run without dropout; an ELMo-style scalar mix
@@ -28,6 +30,24 @@ from bertjax.models.dropout import Dropout
 from bertjax.models.layer_features import ScalarMix
 
 MODES = ("full", "partial", "feature")
+
+# The head fields every task kind's config has (GLUE, own data, SQuAD, CoNLL-2003), with one
+# meaning: full/partial fine-tuning puts the linear classifier straight on the encoder
+# ('linear', the paper's) or a randomly initialised two-layer BiLSTM first ('bilstm', Table
+# 5's "+ BiLSTM"; Table 7's feature-based NER head), `lstm_hidden` units per direction.
+HEAD_FIELDS = dict(
+    head="linear",              # full/partial: 'linear' | 'bilstm' (Table 5's + BiLSTM)
+    lstm_hidden=0,              # bilstm: units per direction; 0 = the encoder's hidden size
+)
+
+
+def check_head_fields(config) -> None:
+    """config.head and config.lstm_hidden (HEAD_FIELDS), one line naming the key if bad."""
+    if config.head not in heads.HEADS:
+        raise ValueError(f"config.head={config.head!r}: expected one of {heads.HEADS}")
+    if not isinstance(config.lstm_hidden, int) or config.lstm_hidden < 0:
+        raise ValueError(f"config.lstm_hidden={config.lstm_hidden!r}: expected 0 (the "
+                         "encoder's hidden size) or a positive number of units per direction")
 
 
 class FeatureClassifier(nn.Module):
@@ -92,11 +112,20 @@ def build_span_model(mode: str, config: bert.BertConfig, *, feature_hidden: int 
 
 
 def build_model(mode: str, config: bert.BertConfig, num_labels: int, *,
-                feature_hidden: int = 256, feature_dropout: float = 0.1) -> nn.Module:
+                feature_hidden: int = 256, feature_dropout: float = 0.1, head: str = "linear",
+                lstm_hidden: int = 0) -> nn.Module:
+    """Sequence classification / regression (GLUE, own data) for the transfer mode and head."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: expected one of {MODES}")
+    if head not in heads.HEADS:
+        raise ValueError(f"head={head!r}: expected one of {heads.HEADS}")
     if mode == "feature":
+        if head != "linear":
+            raise ValueError(f"head={head!r} with mode='feature': the feature mode trains its "
+                             "own classifier on the frozen features; use head='linear'")
         return FeatureClassifier(config, num_labels, feature_hidden, feature_dropout)
+    if head == "bilstm":
+        return heads.BertForSequenceBiLSTM(config, num_labels, lstm_hidden)
     return bert.BertForSequenceClassification(config, num_labels)
 
 

@@ -1,5 +1,6 @@
-"""A bidirectional LSTM tagging head: BiLSTM layers over per-token features, then a linear layer
-to one logit per tag (the BERT paper's feature-based NER head, sec. 5.3 / Table 7: "a randomly
+"""Bidirectional LSTM heads: BiLSTM layers over per-token features, then a linear layer to one
+logit per tag (BiLSTMTagger), or each direction's final state as one vector per sequence
+(BiLSTMSummary, for sequence classification). The tagger is (the BERT paper's feature-based NER head, sec. 5.3 / Table 7: "a randomly
 initialized two-layer 768-dimensional BiLSTM before the classification layer"; 768 units per
 direction at base size, i.e. the encoder's hidden size, `lstm_hidden_for`).
 
@@ -10,9 +11,20 @@ backward LSTM starts at the row's last real token, never at its padding; the out
 positions are set to zero before the next layer and before the classifier. A row's outputs are
 therefore the same whatever its padding holds and however far it was padded.
 
+Summary. BiLSTMSummary's vector is the last layer's forward state at the row's last real token
+concatenated with its backward state at the first token: each direction's state after reading
+every real token, which is where an LSTM has summarised the whole sequence (the classic BiLSTM
+sentence encoding). It does not depend on which encoder position saw what: under a causal
+(left-to-right) encoder only the last real token has seen the whole input (hence the linear
+head's summary_positions), while here the backward LSTM reads the encoder's outputs from right
+to left, so the first token's backward state also covers all of them. Mean-pooling the BiLSTM
+outputs over real tokens was the alternative; the final states were kept because they are the
+BiLSTM's own sequence summary, not an average that lets every position contribute equally.
+
 Cells are flax's OptimizedLSTMCell (gates i, f, g, o; input kernels without bias, recurrent
 kernels with bias; LeCun-normal input and orthogonal recurrent initialisation). Parameters:
-layer_N/{forward,backward}/cell/{ii,if,ig,io,hi,hf,hg,ho}, classifier/{kernel,bias}.
+layer_N/{forward,backward}/cell/{ii,if,ig,io,hi,hf,hg,ho}, classifier/{kernel,bias} (the summary:
+bilstm/layer_N/... and no classifier; its caller adds one).
 """
 from __future__ import annotations
 
@@ -88,3 +100,24 @@ class BiLSTMTagger(nn.Module):
                           kernel_init=nn.initializers.truncated_normal(self.initializer_range),
                           name="classifier")(h).astype(jnp.float32)
         return jnp.where((input_mask > 0)[..., None], logits, 0.0)
+
+
+class BiLSTMSummary(nn.Module):
+    """BiLSTM, then [forward state at the last real token, backward state at the first]:
+    [batch, 2 * hidden] (the module docstring says why). A row with no real token gives 0."""
+    hidden: int
+    num_layers: int = 2
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, input_mask, deterministic: bool = True):
+        h = BiLSTM(self.hidden, self.num_layers, self.dropout_rate, self.dtype,
+                   self.param_dtype, name="bilstm")(x, input_mask, deterministic)
+        # Real tokens are a prefix of each row (the module docstring), so the last one is at
+        # length - 1; a row of padding reads position 0, which BiLSTM has zeroed.
+        last = jnp.maximum(jnp.sum(input_mask > 0, axis=-1) - 1, 0).astype(jnp.int32)
+        forward = jnp.take_along_axis(h[..., :self.hidden], last[:, None, None], axis=1)[:, 0]
+        backward = h[:, 0, self.hidden:]
+        return jnp.concatenate([forward, backward], axis=-1)

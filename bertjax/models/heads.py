@@ -1,4 +1,10 @@
-"""Fine-tuning heads beyond sequence classification (which lives beside the encoder in bert.py).
+"""Fine-tuning heads beyond the linear sequence classifier (which lives beside the encoder in
+bert.py).
+
+BertForSequenceBiLSTM: GLUE's and own data's `head='bilstm'` (Table 5's "+ BiLSTM" for
+classification and regression): every token's final hidden state -> a randomly initialised
+two-layer BiLSTM -> its summary (the forward state at the last real token and the backward
+state at the first; models/bilstm.py says why) -> dropout -> a dense layer to the labels.
 
 BertForSpanExtraction: SQuAD's head (BERT paper, sec. 4.2): one dense layer maps every token's
 final hidden state to a start and an end logit. Returns float32 [batch, length, 2] (start, end);
@@ -21,11 +27,11 @@ import jax
 import jax.numpy as jnp
 
 from bertjax.models import bert
-from bertjax.models.bilstm import BiLSTMTagger, lstm_hidden_for
+from bertjax.models.bilstm import BiLSTMSummary, BiLSTMTagger, lstm_hidden_for
 from bertjax.models.dropout import Dropout
 from bertjax.models.layer_features import LayerFeatures
 
-TOKEN_HEADS = ("linear", "bilstm")
+HEADS = ("linear", "bilstm")   # every task kind's `head` (finetune/transfer.py:HEAD_FIELDS)
 
 
 class BertForSpanExtraction(nn.Module):
@@ -50,8 +56,8 @@ class BertForSpanExtraction(nn.Module):
 
 def _encode(c: bert.BertConfig, head: str, input_ids, segment_ids, input_mask, deterministic):
     """The checked head name, then the encoder's final hidden states (params under 'bert')."""
-    if head not in TOKEN_HEADS:
-        raise ValueError(f"head={head!r}: expected one of {TOKEN_HEADS}")
+    if head not in HEADS:
+        raise ValueError(f"head={head!r}: expected one of {HEADS}")
     seq, _ = bert.BertModel(c, name="bert")(input_ids, segment_ids, input_mask, deterministic)
     return seq
 
@@ -103,3 +109,25 @@ class FeatureTokenTagger(nn.Module):
             hs, jax.lax.stop_gradient(seq).astype(jnp.float32))
         return _tagger(self.config, self.num_tags, self.lstm_hidden, self.dropout_rate,
                        "tagger")(x, input_mask, deterministic)
+
+
+class BertForSequenceBiLSTM(nn.Module):
+    """Fine-tuned encoder -> two-layer BiLSTM -> its summary -> dropout -> dense: float32 logits
+    [batch, num_labels], or [batch] for regression (num_labels=1), as
+    BertForSequenceClassification. Padding does not change a row's output."""
+    config: bert.BertConfig
+    num_labels: int
+    lstm_hidden: int = 0            # units per direction; 0 = the hidden size
+
+    @nn.compact
+    def __call__(self, input_ids, segment_ids, input_mask, deterministic: bool = True):
+        c = self.config
+        seq = _encode(c, "bilstm", input_ids, segment_ids, input_mask, deterministic)
+        h = BiLSTMSummary(lstm_hidden_for(c.hidden_size, self.lstm_hidden),
+                          dropout_rate=c.hidden_dropout_rate, dtype=jnp.dtype(c.dtype),
+                          name="summary")(seq, input_mask, deterministic)
+        h = Dropout(c.hidden_dropout_rate)(h, deterministic=deterministic)
+        init = nn.initializers.truncated_normal(c.initializer_range)
+        logits = nn.Dense(self.num_labels, kernel_init=init, dtype=h.dtype,
+                          name="classifier")(h).astype(jnp.float32)
+        return logits[:, 0] if self.num_labels == 1 else logits

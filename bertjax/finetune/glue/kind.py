@@ -30,6 +30,16 @@ from bertjax.finetune.glue import data, metrics, tasks
 MODEL_INPUTS = ("input_ids", "segment_ids", "input_mask", "labels", "weights")
 
 
+def config_fields() -> dict:
+    """The fields a GLUE (and own-data) config adds to the fine-tuning config: the head, as
+    every kind has it (transfer.HEAD_FIELDS). `head='bilstm'`: the encoder's every token ->
+    a randomly initialised two-layer BiLSTM (`lstm_hidden` units per direction, 0 = the hidden
+    size) -> its forward state at the last real token and backward state at the first ->
+    the classifier or regressor (models/heads.py:BertForSequenceBiLSTM; full and partial
+    modes, the feature mode keeps its own head)."""
+    return dict(transfer.HEAD_FIELDS)
+
+
 def _classification(out, batch, total_weight):
     return losses.classification_loss(out, batch["labels"], batch["weights"], total_weight)
 
@@ -66,7 +76,12 @@ class GlueKind:
         return tasks.get_task(name)
 
     def validate_config(self, config) -> None:
-        """Checks of the fields only this kind has (GLUE: none beyond the core's)."""
+        """Checks of the fields only this kind has (GLUE: the head's)."""
+        transfer.check_head_fields(config)
+        if config.head != "linear" and config.mode == "feature":
+            raise ValueError(f"config.head={config.head!r} with config.mode='feature': the "
+                             "feature mode trains its own classifier on the frozen features; "
+                             "expected head='linear'")
 
     def files_missing(self, spec, data_dir, config) -> list[str]:
         return [] if config.source == "tfds" else tasks.task_files_missing(spec, data_dir)
@@ -82,7 +97,8 @@ class GlueKind:
     def build_model(self, config, model_config, spec):
         return transfer.build_model(config.mode, model_config, spec.num_labels,
                                     feature_hidden=config.feature_hidden,
-                                    feature_dropout=config.model.hidden_dropout_rate)
+                                    feature_dropout=config.model.hidden_dropout_rate,
+                                    head=config.head, lstm_hidden=config.lstm_hidden)
 
     def loss_fn(self, spec):
         return _regression if spec.is_regression else _classification

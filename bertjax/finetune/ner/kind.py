@@ -63,9 +63,8 @@ def config_fields(tiny: bool = False) -> dict:
     fields = dict(
         max_seq_length=128,
         buckets=(32, 64, 128),
-        head="linear",              # full/partial: 'linear' | 'bilstm' (Table 5's + BiLSTM)
+        **transfer.HEAD_FIELDS,     # head (linear | bilstm), lstm_hidden (also feature mode's)
         features="concat_last_four",  # feature mode (Table 7): one of layer_features' choices
-        lstm_hidden=0,              # BiLSTM units per direction; 0 = the encoder's hidden size
         stride=0,                   # pieces between two windows of a long sentence; 0 = half
         predict_test=True,          # CoNLL's test split is labelled: scored and written
     )
@@ -152,14 +151,10 @@ class NerKind:
         return SPECS[name]
 
     def validate_config(self, config) -> None:
-        if config.head not in heads.TOKEN_HEADS:
-            raise ValueError(f"config.head={config.head!r}: expected one of {heads.TOKEN_HEADS}")
+        transfer.check_head_fields(config)
         if config.features not in FEATURE_CHOICES:
             raise ValueError(f"config.features={config.features!r}: expected one of "
                              f"{FEATURE_CHOICES}")
-        if config.lstm_hidden < 0:
-            raise ValueError(f"config.lstm_hidden={config.lstm_hidden}: expected 0 (the "
-                             "encoder's hidden size) or a positive number of units")
         try:
             features.check_window_config(max_seq_length=config.max_seq_length,
                                          stride=config.stride or None)

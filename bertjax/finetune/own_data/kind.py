@@ -27,8 +27,10 @@ CUSTOM, IMDB = "custom", "IMDB"
 
 
 def config_fields(task: str) -> dict:
-    """The fields a custom / IMDB config adds to the fine-tuning config."""
-    fields = dict(truncation="head")   # head | tail | head_tail (single texts; Sun et al. 2019)
+    """The fields a custom / IMDB config adds to the fine-tuning config (GLUE's head fields
+    among them: the same classifier)."""
+    fields = dict(glue_kind.config_fields(),
+                  truncation="head")   # head | tail | head_tail (single texts; Sun et al. 2019)
     if task == CUSTOM:
         fields.update(train_file="", dev_file="", test_file="", text_columns="text",
                       label_column="label", regression=False, label_names="")
@@ -72,6 +74,7 @@ class OwnDataKind(glue_kind.GlueKind):
         return _spec(name, ())
 
     def validate_config(self, config) -> None:
+        super().validate_config(config)  # the head
         pair = False
         if config.task == CUSTOM:
             for key in ("train_file", "dev_file", "label_column"):

@@ -21,7 +21,7 @@ import numpy as np
 
 from bertjax.finetune import batching, transfer
 from bertjax.finetune.squad import decode, features, metric, reader
-from bertjax.models import bert, heads
+from bertjax.models import bert
 
 MODEL_INPUTS = ("input_ids", "segment_ids", "input_mask", "start_positions",
                 "end_positions", "weights")
@@ -105,8 +105,7 @@ def config_fields(tiny: bool = False) -> dict:
         max_answer_length=30,       # longest answer decoding considers, in tokens
         n_best_size=20,             # start and end candidates per window; n-best list size
         null_score_diff_threshold=0.0,  # v2: predict "" when null - best non-null > this
-        head="linear",              # full/partial: 'linear' | 'bilstm' (Table 5's + BiLSTM)
-        lstm_hidden=0,              # bilstm: units per direction; 0 = the encoder's hidden size
+        **transfer.HEAD_FIELDS,     # head (linear | bilstm), lstm_hidden
         eval_batch_size=64,
         predict_test=False,         # SQuAD's test sets are hidden; dev predictions are kept
     )
@@ -146,8 +145,7 @@ class SquadKind:
         features.check_window_config(max_seq_length=config.max_seq_length,
                                      doc_stride=config.doc_stride,
                                      max_query_length=config.max_query_length)
-        if config.head not in heads.TOKEN_HEADS:
-            raise ValueError(f"config.head={config.head!r}: expected one of {heads.TOKEN_HEADS}")
+        transfer.check_head_fields(config)
         for key in ("max_answer_length", "n_best_size"):
             if config[key] < 1:
                 raise ValueError(f"config.{key}={config[key]}: expected >= 1")

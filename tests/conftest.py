@@ -9,6 +9,18 @@ if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
     os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+# One persistent XLA compilation cache for this test session (a fresh directory each session,
+# inherited by the entry points the tests run as subprocesses): the tiny model's train and eval
+# steps are compiled by dozens of tests with the same shapes, and a cache hit replaces a compile
+# of tens of seconds on this CPU by a file read. Results are the same executables either way.
+# BERTJAX_TEST_COMPILE_CACHE=0 turns it off (to time or debug compiles).
+if os.environ.get("BERTJAX_TEST_COMPILE_CACHE", "1") != "0" and \
+        "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bertjax-test-xla-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -47,3 +59,34 @@ def train_wordpiece(tmp_path_factory):
         (d / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
         return wordpiece.load(d, do_lower_case=lower_case)
     return train
+
+
+def pytest_sessionfinish(session, exitstatus):
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
+    if os.path.basename(cache).startswith("bertjax-test-xla-cache-"):
+        import shutil
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def default_prepared(tmp_path_factory):
+    """The built-in default corpus prepared once for the session, as `configs/pretrain.py:tiny`
+    prepares it (its tokenizer and eval_fraction): for tests that need *a* prepared dataset,
+    not a preparation. Read-only for them (a test that prepares prepares its own)."""
+    from bertjax.data import pretraining
+    from pretrain_helpers import tiny_pretrain_config
+    d = tmp_path_factory.mktemp("prepared") / "default"
+    return pretraining.prepare_if_needed(tiny_pretrain_config(d).data, d)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, default_prepared):
+    """The workdir of one 3-step tiny pretraining run on the default corpus (checkpoint at step
+    3, one eval): for tests that need *a* pretraining checkpoint. Copy it before writing."""
+    from bertjax import train
+    from pretrain_helpers import tiny_pretrain_config
+    workdir = tmp_path_factory.mktemp("tiny_checkpoint") / "run"
+    train.train_and_evaluate(tiny_pretrain_config(default_prepared, **{
+        "train.steps": 3, "train.log_every": 3, "train.eval_every": 3,
+        "train.checkpoint_every": 3, "optim.warmup_steps": 1}), str(workdir))
+    return workdir

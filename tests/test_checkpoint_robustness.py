@@ -13,32 +13,23 @@ import types
 import numpy as np
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
+from pretrain_helpers import tiny_pretrain_config
 
-from bertjax import checkpoint, sweep, train
-from configs import pretrain
+from bertjax import checkpoint, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def prepared_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("prepared") / "default")
+@pytest.fixture
+def prepared_dir(default_prepared):
+    return default_prepared
 
 
 def _config(prepared_dir, **overrides):
-    c = pretrain.get_config("tiny")
-    c.data.prepared_dir = prepared_dir
-    c.data.max_seq_len = 32
-    c.data.max_predictions_per_seq = 5
-    c.train.batch_size = 8
-    c.train.steps = 8
-    c.train.log_every = 1
-    c.train.eval_every = 1000
-    c.train.eval_steps = 1
-    c.train.checkpoint_every = 2
-    c.train.keep_checkpoints = 1  # the strictest case: the failing save may not delete step 2
-    c.optim.warmup_steps = 2
-    return sweep.apply_overrides(c, overrides)
+    return tiny_pretrain_config(prepared_dir, **{
+        "train.steps": 8, "train.checkpoint_every": 2,
+        "train.keep_checkpoints": 1,  # the strictest case: the failing save may not delete step 2
+        "train.async_checkpointing": True, **overrides})
 
 
 def _logged_steps(workdir):

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from pretrain_helpers import tiny_pretrain_config
 
-from bertjax import context_probe, sweep, train
-from configs import pretrain
+from bertjax import context_probe, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECIALS = {0, 1, 2, 3, 4}   # [PAD] [UNK] [CLS] [SEP] [MASK]
@@ -49,13 +49,11 @@ def test_corruption_changes_only_unpredicted_ordinary_tokens(variant):
         context_probe.corrupt(ids, mask, positions, weights, SPECIALS, 100, "reversed", rng)
 
 
-def test_probe_end_to_end_on_a_micro_run(tmp_path):
-    c = sweep.apply_overrides(pretrain.get_config("tiny"), {
+def test_probe_end_to_end_on_a_micro_run(tmp_path, default_prepared):
+    c = tiny_pretrain_config(default_prepared, **{
         "model.num_layers": 1, "model.hidden_size": 32, "model.num_heads": 2,
-        "model.intermediate_size": 64, "data.max_seq_len": 32,
-        "data.max_predictions_per_seq": 5, "train.batch_size": 8, "train.steps": 3,
-        "train.log_every": 1, "train.eval_every": 3, "train.eval_steps": 1,
-        "train.checkpoint_every": 3, "train.async_checkpointing": False})
+        "model.intermediate_size": 64, "train.steps": 3, "train.eval_every": 3,
+        "train.checkpoint_every": 3, "optim.warmup_steps": 30})
     workdir = tmp_path / "run"
     train.train_and_evaluate(c, str(workdir))
     out = context_probe.probe(str(workdir), batches=2, batch_size=8)

@@ -11,8 +11,9 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from pretrain_helpers import tiny_pretrain_config
 
-from bertjax import checkpoint, losses, metrics, objectives, optim, parallel, sweep, train
+from bertjax import checkpoint, losses, metrics, objectives, optim, parallel, train
 from bertjax.data import ltr
 from bertjax.models import bert
 from configs import pretrain
@@ -133,25 +134,15 @@ def test_config_checks_name_the_keys_to_set():
 # ---------------------------------------------------------------------------------------------
 # Tiny runs on the built-in corpus.
 
-@pytest.fixture(scope="module")
-def prepared_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("prepared") / "default")
+@pytest.fixture
+def prepared_dir(default_prepared):
+    return default_prepared
 
 
 def _config(prepared_dir, **overrides):
-    c = pretrain.get_config("tiny,cpu_demo,ltr")
-    c.data.prepared_dir = prepared_dir
-    c.data.max_seq_len = 32
-    c.train.batch_size = 8
-    c.train.steps = 16
-    c.train.log_every = 4
-    c.train.eval_every = 16
-    c.train.eval_steps = 2
-    c.train.checkpoint_every = 8
-    c.train.async_checkpointing = False
-    c.optim.learning_rate = 2e-3
-    c.optim.warmup_steps = 2
-    return sweep.apply_overrides(c, overrides)
+    return tiny_pretrain_config(prepared_dir, "tiny,cpu_demo,ltr", **{
+        "train.steps": 16, "train.log_every": 4, "train.eval_every": 16, "train.eval_steps": 2,
+        "train.checkpoint_every": 8, "optim.learning_rate": 2e-3, **overrides})
 
 
 def _rows(workdir, split):

@@ -56,16 +56,10 @@ def _worker(argv):
 # ----------------------------------------------------------------------------------------------
 # Helpers for the tests.
 
-@pytest.fixture(scope="module")
-def prepared_dir(tmp_path_factory):
-    """The built-in corpus, prepared once (every run below only trains)."""
-    from bertjax.data import prepare
-    from configs import pretrain
-    c = pretrain.get_config("tiny")
-    out = str(tmp_path_factory.mktemp("mp_prepared") / "default")
-    prepare.prepare(c.data.corpus, os.path.join(REPO, c.data.tokenizer), out,
-                    eval_fraction=c.data.eval_fraction, progress=False)
-    return out
+@pytest.fixture
+def prepared_dir(default_prepared):
+    """The built-in corpus, prepared once for the session (every run below only trains)."""
+    return default_prepared
 
 
 def _pretrain_args(workdir, prepared_dir, *, steps, mode="jit", fsdp=False, distributed,

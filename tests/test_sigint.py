@@ -13,10 +13,10 @@ import sys
 import time
 
 import pytest
+from pretrain_helpers import TEST_SHAPES, as_flags
 from test_train import _losses
 
-from bertjax import checkpoint, preemption, train
-from configs import pretrain
+from bertjax import checkpoint, preemption
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 10
@@ -62,27 +62,19 @@ def test_sigterm_only_stops_inside_the_loop():
 # ---------------------------------------------------------------------------------------------
 # The entry point, interrupted as a user does.
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def prepared_dir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("prepared") / "default")
-    c = pretrain.get_config("tiny")
-    c.data.prepared_dir = path
-    train.check_config(c)
-    from bertjax.data import pretraining, tokenizer
-    pretraining.prepare_if_needed(c.data, str(tmp_path_factory.mktemp("w")),
-                                  tokenizer=tokenizer.load(c.data.tokenizer))
-    return path
+@pytest.fixture
+def prepared_dir(default_prepared):
+    """The built-in corpus, prepared once for the session (the runs below only train)."""
+    return default_prepared
 
 
 def _args(workdir, prepared_dir, *extra):
     return [sys.executable, os.path.join(REPO, "scripts", "pretrain.py"),
             f"--config={os.path.join(REPO, 'configs', 'pretrain.py')}:tiny",
             f"--workdir={workdir}", f"--config.data.prepared_dir={prepared_dir}",
-            "--config.data.max_seq_len=32", "--config.data.max_predictions_per_seq=5",
-            "--config.train.batch_size=8", f"--config.train.steps={STEPS}",
-            "--config.train.log_every=1", "--config.train.eval_every=3",
-            "--config.train.eval_steps=40", "--config.train.checkpoint_every=2",
-            "--config.optim.warmup_steps=3", *extra]
+            *as_flags({**TEST_SHAPES, "train.steps": STEPS, "train.eval_every": 3,
+                       "train.eval_steps": 40, "train.checkpoint_every": 2,
+                       "train.async_checkpointing": True, "optim.warmup_steps": 3}), *extra]
 
 
 _ENV = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="", JAX_PLATFORMS="cpu")

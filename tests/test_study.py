@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from pretrain_helpers import TEST_SHAPES, as_flags, tiny_pretrain_config
 
 from bertjax import study, sweep, train
 from configs import pretrain
@@ -25,17 +26,13 @@ MICRO_MODEL = {"model.num_layers": 2, "model.hidden_size": 32, "model.num_heads"
 
 
 def _pretrain_config(prepared: str, **overrides):
-    c = pretrain.get_config("tiny")
-    return sweep.apply_overrides(c, {
-        **MICRO_MODEL, "data.prepared_dir": prepared, "data.max_seq_len": 32,
-        "data.max_predictions_per_seq": 5, "train.batch_size": 8, "train.steps": 3,
-        "train.log_every": 1, "train.eval_every": 3, "train.eval_steps": 1,
-        "train.checkpoint_every": 3, "train.async_checkpointing": False,
+    return tiny_pretrain_config(prepared, **{
+        **MICRO_MODEL, "train.steps": 3, "train.eval_every": 3, "train.checkpoint_every": 3,
         "optim.warmup_steps": 1, **overrides})
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, default_prepared):
     root = tmp_path_factory.mktemp("study")
     glue_dir = root / "glue"
     for t in ("CoLA", "STS-B"):
@@ -58,7 +55,7 @@ def env(tmp_path_factory):
         return out
 
     return {"root": root, "glue_dir": str(glue_dir), "glue": glue, "train": shared_train,
-            "prepared": str(root / "prepared")}
+            "prepared": default_prepared}
 
 
 def _run(env, name, points=(), modes=None, tasks=None, **overrides):
@@ -227,17 +224,15 @@ def test_every_study_applies_to_the_config(name):
 def test_script_runs_a_study_from_another_directory(env, tmp_path):
     """As a user runs it: relative paths from a working directory outside the repository."""
     shutil.copytree(env["glue_dir"], tmp_path / "glue")
-    overrides = {**MICRO_MODEL, "data.max_seq_len": 32, "data.max_predictions_per_seq": 5,
-                 "train.batch_size": 8, "train.steps": 2, "train.eval_every": 2,
-                 "train.eval_steps": 1, "train.checkpoint_every": 2,
-                 "train.async_checkpointing": False}
+    overrides = {**MICRO_MODEL, **TEST_SHAPES, "train.steps": 2, "train.eval_every": 2,
+                 "train.checkpoint_every": 2}
     glue = {"num_seeds": 1, "max_steps": 1, "predict_test": False, "batch_sizes": "(16,)",
             "eval_batch_size": 16, "max_seq_length": 32, "buckets": "()"}
     glue_model = {f"model.{k.split('.')[1]}": v for k, v in MICRO_MODEL.items()}
     cmd = [sys.executable, str(REPO / "scripts" / "study.py"), "--config",
            f"{REPO}/configs/pretrain.py:tiny", "--study", "transfer", "--modes", "full",
            "--workdir", "runs/t", "--glue_dir", "glue"]
-    cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
+    cmd += as_flags(overrides)
     cmd += [f"--glue_config.{k}={v}" for k, v in {**glue, **glue_model}.items()]
     cmd += ["--tasks", "STS-B"]
     env_vars = dict(os.environ, PYTHONPATH=str(REPO))

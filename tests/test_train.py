@@ -9,33 +9,25 @@ import time
 import numpy as np
 import pytest
 
-from bertjax import sweep, train
+from pretrain_helpers import TEST_SHAPES, as_flags, tiny_pretrain_config
+
+from bertjax import train
 from configs import pretrain
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def prepared_dir(tmp_path_factory):
-    """Prepare the default corpus once for every test here."""
-    return str(tmp_path_factory.mktemp("prepared") / "default")
+@pytest.fixture
+def prepared_dir(default_prepared):
+    """The default corpus, prepared once for the session (tests/conftest.py)."""
+    return default_prepared
 
 
 def _config(prepared_dir, **overrides):
-    c = pretrain.get_config("tiny")
-    c.data.prepared_dir = prepared_dir
-    c.data.max_seq_len = 64
-    c.data.max_predictions_per_seq = 10
-    c.train.batch_size = 16
-    c.train.steps = 30
-    c.train.log_every = 10
-    c.train.eval_every = 30
-    c.train.eval_steps = 2
-    c.train.checkpoint_every = 15
-    c.train.async_checkpointing = False
-    c.optim.learning_rate = 2e-3
-    c.optim.warmup_steps = 5
-    return sweep.apply_overrides(c, overrides)
+    return tiny_pretrain_config(prepared_dir, **{
+        "train.steps": 30, "train.log_every": 10, "train.eval_every": 30, "train.eval_steps": 2,
+        "train.checkpoint_every": 15, "optim.learning_rate": 2e-3, "optim.warmup_steps": 5,
+        **overrides})
 
 
 def _rows(workdir, split="train"):
@@ -80,14 +72,15 @@ def test_tiny_run_lowers_the_loss_and_checkpoints_everything(tmp_path, prepared_
 
 
 def _cli(workdir, prepared_dir, steps, extra=()):
+    # Kept at seq 64 x batch 16 (not TEST_SHAPES): the SIGKILL below must land between steps 9
+    # and 12, and faster steps would make that race tighter.
+    shapes = {**TEST_SHAPES, "data.max_seq_len": 64, "data.max_predictions_per_seq": 10,
+              "train.batch_size": 16, "train.async_checkpointing": True,
+              "train.checkpoint_every": 4, "optim.warmup_steps": 3}
     args = [sys.executable, os.path.join(REPO, "scripts", "pretrain.py"),
             f"--config={os.path.join(REPO, 'configs', 'pretrain.py')}:tiny",
             f"--workdir={workdir}", f"--config.data.prepared_dir={prepared_dir}",
-            "--config.data.max_seq_len=64", "--config.data.max_predictions_per_seq=10",
-            "--config.train.batch_size=16", f"--config.train.steps={steps}",
-            "--config.train.log_every=1", "--config.train.eval_every=1000",
-            "--config.train.checkpoint_every=4", "--config.optim.warmup_steps=3",
-            *extra]
+            *as_flags(shapes), f"--config.train.steps={steps}", *extra]
     env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="", JAX_PLATFORMS="cpu")
     return args, env
 
@@ -97,8 +90,7 @@ def _losses(workdir):
 
 
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, prepared_dir):
-    # Prepare once in-process so both runs only train.
-    train.train_and_evaluate(_config(prepared_dir, **{"train.steps": 1}), str(tmp_path / "w0"))
+    # prepared_dir is prepared (session fixture): both runs only train.
     ref = str(tmp_path / "ref")
     args, env = _cli(ref, prepared_dir, 12)
     subprocess.run(args, env=env, check=True, capture_output=True)
@@ -127,7 +119,6 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, prepare
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, prepared_dir):
-    train.train_and_evaluate(_config(prepared_dir, **{"train.steps": 1}), str(tmp_path / "w0"))
     workdir = str(tmp_path / "term")
     args, env = _cli(workdir, prepared_dir, 10_000, extra=["--config.train.checkpoint_every=1000"])
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

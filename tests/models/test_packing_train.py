@@ -5,28 +5,19 @@ import os
 
 import numpy as np
 import pytest
+from pretrain_helpers import tiny_pretrain_config
 
-from bertjax import sweep, train
-from configs import pretrain
+from bertjax import train
 
 
 def _config(prepared_dir, **overrides):
-    c = pretrain.get_config("tiny")
-    c.data.prepared_dir = prepared_dir
-    c.data.max_seq_len = 64
-    c.data.max_predictions_per_seq = 10
-    c.data.packing = "sequences"
-    c.data.max_sequences_per_row = 4
-    c.train.batch_size = 16
-    c.train.steps = 20
-    c.train.log_every = 10
-    c.train.eval_every = 20
-    c.train.eval_steps = 2
-    c.train.checkpoint_every = 10
-    c.train.async_checkpointing = False
-    c.optim.learning_rate = 2e-3
-    c.optim.warmup_steps = 5
-    return sweep.apply_overrides(c, overrides)
+    # seq 64, up to 4 sequences a row: the fill asserted below is a property of this shape.
+    return tiny_pretrain_config(prepared_dir, **{
+        "data.max_seq_len": 64, "data.max_predictions_per_seq": 10,
+        "data.packing": "sequences", "data.max_sequences_per_row": 4, "train.batch_size": 16,
+        "train.steps": 20, "train.log_every": 10, "train.eval_every": 20, "train.eval_steps": 2,
+        "train.checkpoint_every": 10, "optim.learning_rate": 2e-3, "optim.warmup_steps": 5,
+        **overrides})
 
 
 def _rows(workdir):
@@ -35,9 +26,9 @@ def _rows(workdir):
     return [r for r in rows if r["split"] == "train" and "loss" in r]
 
 
-@pytest.mark.slow  # ~1 min on an idle 2-core CPU (data preparation, two runs)
-def test_packed_nsp_run_trains_logs_real_tokens_and_resumes(tmp_path):
-    prepared = str(tmp_path / "prepared")
+@pytest.mark.slow  # ~1 min on an idle 2-core CPU (two runs)
+def test_packed_nsp_run_trains_logs_real_tokens_and_resumes(tmp_path, default_prepared):
+    prepared = default_prepared
     workdir = str(tmp_path / "run")
     result = train.train_and_evaluate(_config(prepared), workdir)
     assert result.step == 20

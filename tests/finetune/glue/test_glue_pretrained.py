@@ -8,12 +8,11 @@ import pytest
 from flax import traverse_util
 from glue_fixtures import WORDS, write_task
 
-from bertjax import checkpoint, sweep, train
+from bertjax import checkpoint
 from bertjax.convert import output
 from bertjax.data import wordpiece
 from bertjax.finetune import grid, pretrained
 from bertjax.models import bert
-from configs import pretrain
 
 
 def _params(cfg):
@@ -63,19 +62,11 @@ def test_pretraining_checkpoint_uses_the_tokenizer_its_run_recorded(
     assert all(isinstance(x, np.ndarray) for x in jax.tree_util.tree_leaves(init.bert_params))
 
 
-@pytest.fixture(scope="module")
-def pretrained_workdir(tmp_path_factory):
-    """A few steps of tiny pretraining on the built-in corpus, as the README's main job."""
-    root = tmp_path_factory.mktemp("pretrain")
-    c = pretrain.get_config("tiny")
-    c = sweep.apply_overrides(c, {
-        "data.prepared_dir": str(root / "prepared"), "data.max_seq_len": 32,
-        "data.max_predictions_per_seq": 5, "train.batch_size": 8, "train.steps": 3,
-        "train.log_every": 3, "train.eval_every": 3, "train.eval_steps": 1,
-        "train.checkpoint_every": 3, "train.async_checkpointing": False,
-        "optim.warmup_steps": 1})
-    train.train_and_evaluate(c, str(root / "run"))
-    return root / "run"
+@pytest.fixture
+def pretrained_workdir(tiny_checkpoint):
+    """A few steps of tiny pretraining on the built-in corpus, as the README's main job (the
+    session's shared run, tests/conftest.py)."""
+    return tiny_checkpoint
 
 
 def test_pretrained_checkpoint_fine_tunes_over_two_seeds_and_two_learning_rates(

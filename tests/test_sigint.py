@@ -62,7 +62,7 @@ def test_sigterm_only_stops_inside_the_loop():
 # ---------------------------------------------------------------------------------------------
 # The entry point, interrupted as a user does.
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture
+@pytest.fixture(scope="module")  # the module-scoped `reference` run uses it
 def prepared_dir(default_prepared):
     """The built-in corpus, prepared once for the session (the runs below only train)."""
     return default_prepared

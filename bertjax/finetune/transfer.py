@@ -41,6 +41,17 @@ HEAD_FIELDS = dict(
 )
 
 
+def check_sequence_head(mode: str, head: str, key_prefix: str = "") -> None:
+    """A sequence classifier's head for its transfer mode: a known name, and 'linear' in the
+    feature mode (which trains its own classifier). `key_prefix` 'config.' names config keys."""
+    if head not in heads.HEADS:
+        raise ValueError(f"{key_prefix}head={head!r}: expected one of {heads.HEADS}")
+    if mode == "feature" and head != "linear":
+        raise ValueError(f"{key_prefix}head={head!r} with {key_prefix}mode='feature': the "
+                         "feature mode trains its own classifier on the frozen features; "
+                         "expected head='linear'")
+
+
 def check_head_fields(config) -> None:
     """config.head and config.lstm_hidden (HEAD_FIELDS), one line naming the key if bad."""
     if config.head not in heads.HEADS:
@@ -117,12 +128,8 @@ def build_model(mode: str, config: bert.BertConfig, num_labels: int, *,
     """Sequence classification / regression (GLUE, own data) for the transfer mode and head."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: expected one of {MODES}")
-    if head not in heads.HEADS:
-        raise ValueError(f"head={head!r}: expected one of {heads.HEADS}")
+    check_sequence_head(mode, head)
     if mode == "feature":
-        if head != "linear":
-            raise ValueError(f"head={head!r} with mode='feature': the feature mode trains its "
-                             "own classifier on the frozen features; use head='linear'")
         return FeatureClassifier(config, num_labels, feature_hidden, feature_dropout)
     if head == "bilstm":
         return heads.BertForSequenceBiLSTM(config, num_labels, lstm_hidden)

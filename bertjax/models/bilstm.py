@@ -1,8 +1,9 @@
 """Bidirectional LSTM heads: BiLSTM layers over per-token features, then a linear layer to one
 logit per tag (BiLSTMTagger), or each direction's final state as one vector per sequence
-(BiLSTMSummary, for sequence classification). The tagger is (the BERT paper's feature-based NER head, sec. 5.3 / Table 7: "a randomly
-initialized two-layer 768-dimensional BiLSTM before the classification layer"; 768 units per
-direction at base size, i.e. the encoder's hidden size, `lstm_hidden_for`).
+(BiLSTMSummary, for sequence classification). The tagger is the BERT paper's feature-based NER
+head (sec. 5.3 / Table 7: "a randomly initialized two-layer 768-dimensional BiLSTM before the
+classification layer"; 768 units per direction at base size, i.e. the encoder's hidden size,
+`lstm_hidden_for`).
 
 Padding. A row is its real tokens then padding (input_mask 1 on a prefix, as every batch of
 the fine-tuning pipeline is). Each direction runs over the real tokens only: flax's nn.RNN with

@@ -78,10 +78,7 @@ class GlueKind:
     def validate_config(self, config) -> None:
         """Checks of the fields only this kind has (GLUE: the head's)."""
         transfer.check_head_fields(config)
-        if config.head != "linear" and config.mode == "feature":
-            raise ValueError(f"config.head={config.head!r} with config.mode='feature': the "
-                             "feature mode trains its own classifier on the frozen features; "
-                             "expected head='linear'")
+        transfer.check_sequence_head(config.mode, config.head, key_prefix="config.")
 
     def files_missing(self, spec, data_dir, config) -> list[str]:
         return [] if config.source == "tfds" else tasks.task_files_missing(spec, data_dir)

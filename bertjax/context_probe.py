@@ -23,6 +23,7 @@ steps 6.959 / 6.959 / 6.959; 0.05 after 751 steps 6.940 / 6.941 / 6.946; 0.088 a
 from __future__ import annotations
 
 import json
+import math
 
 import jax
 import ml_collections
@@ -108,10 +109,14 @@ def escape_step(eval_rows, threshold: float | None = None) -> int | None:
 
 
 def probe(workdir: str, *, batches: int = 20, batch_size: int = 64, step: int | None = None,
-          seed: int = 0) -> dict:
+          seed: int = 0, mask_rate: float | None = None) -> dict:
     """Loads the pretraining run in `workdir` (its config.json and latest, or `step`,
     checkpoint), reads `batches` held-out batches of its prepared data and returns, per
-    variant, the MLM loss and accuracy at [MASK] positions, plus the count of positions."""
+    variant, the MLM loss and accuracy at [MASK] positions, plus the count of positions, and
+    under "all" the loss and accuracy over every prediction (the pretraining eval's held-out
+    MLM figures). `mask_rate` masks the held-out rows at another rate than the run's (with
+    ceil(rate x seq) predictions per row), so that runs trained at different rates are scored
+    on the same task."""
     from bertjax.data import pretraining, tokenizer as tok_lib
 
     root = epath.Path(workdir)
@@ -122,6 +127,11 @@ def probe(workdir: str, *, batches: int = 20, batch_size: int = 64, step: int | 
     if batches < 1 or batch_size < 1:
         raise ValueError(f"batches={batches}, batch_size={batch_size}: expected both >= 1")
     config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    if mask_rate is not None:
+        if not 0.0 < mask_rate <= 1.0:
+            raise ValueError(f"mask_rate={mask_rate}: expected a rate in (0, 1]")
+        config.data.mask_rate = float(mask_rate)
+        config.data.max_predictions_per_seq = math.ceil(mask_rate * config.data.max_seq_len)
     if step is None:
         with checkpoint.make_manager(checkpoint.checkpoint_dir(root), read_only=True) as mngr:
             step = mngr.latest_step()
@@ -143,21 +153,21 @@ def probe(workdir: str, *, batches: int = 20, batch_size: int = 64, step: int | 
         return m["mlm_loss_sum"], m["mlm_correct"], m["mlm_count"]
 
     rng = np.random.default_rng(seed)
-    totals = {v: np.zeros(3) for v in VARIANTS}
+    totals = {v: np.zeros(3) for v in ("all",) + VARIANTS}
     for _ in range(batches):
         b = {k: np.asarray(v) for k, v in next(it).items()}
         packing = {k: b[k] for k in pretraining.MODEL_PACKING_KEYS if k in b}
-        for v in VARIANTS:
-            fed = context_variant(b, v, tok, model_cfg.vocab_size, rng)
+        for v in totals:
+            fed = b if v == "all" else context_variant(b, v, tok, model_cfg.vocab_size, rng)
             feed = {k: fed[k] for k in ("segment_ids", "input_mask", "masked_positions",
                                         "masked_ids", "masked_weights")}
             if packing:
                 feed["packing"] = packing
             totals[v] += np.array([float(x) for x in sums(params, fed["input_ids"], feed)])
     count = totals["intact"][2]
-    out = {"workdir": str(root), "step": step,
+    out = {"workdir": str(root), "step": step, "mask_rate": float(config.data.mask_rate),
            "mask_positions": int(count), "batches": batches, "batch_size": batch_size}
-    for v in VARIANTS:
+    for v in totals:
         loss_sum, correct, n = totals[v]
         out[v] = {"mlm_loss": loss_sum / max(n, 1.0), "mlm_accuracy": correct / max(n, 1.0)}
     # context_nats as in the pretraining eval rows (shuffled - intact); replaced_nats what the

@@ -18,6 +18,8 @@ flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)")
 flags.DEFINE_integer("batches", 20, "held-out batches to score")
 flags.DEFINE_integer("batch_size", 64, "rows per batch")
 flags.DEFINE_integer("seed", 0, "seed of the shuffles and random replacements")
+flags.DEFINE_float("mask_rate", None, "mask the held-out rows at this rate instead of the run's "
+                   "(to compare runs trained at different rates on one task)")
 flags.mark_flag_as_required("workdir")
 
 
@@ -27,7 +29,8 @@ def main(argv):
     with cli.stdout_to_stderr():
         from bertjax import context_probe
         out = context_probe.probe(cli.user_path(F.workdir), batches=F.batches,
-                                  batch_size=F.batch_size, step=F.step, seed=F.seed)
+                                  batch_size=F.batch_size, step=F.step, seed=F.seed,
+                                  mask_rate=F.mask_rate)
     print(json.dumps(out, indent=1))
 
 

@@ -142,6 +142,7 @@ def test_failed_background_save_is_reported_at_the_next_step_boundary(tmp_path, 
     assert not [r for r in caplog.records if r.levelname == "ERROR" and "orbax" in r.pathname]
 
 
+@pytest.mark.slow
 def test_failed_async_save_keeps_the_previous_checkpoint(tmp_path, prepared_dir, monkeypatch):
     workdir = str(tmp_path / "async_keep")
     with monkeypatch.context() as m:
@@ -156,6 +157,7 @@ def test_failed_async_save_keeps_the_previous_checkpoint(tmp_path, prepared_dir,
     _resume_and_check(prepared_dir, workdir, 2)
 
 
+@pytest.mark.slow
 def test_failed_sync_save_stops_at_that_step_and_keeps_the_previous_checkpoint(
         tmp_path, prepared_dir, monkeypatch):
     workdir = str(tmp_path / "sync")

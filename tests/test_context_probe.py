@@ -49,6 +49,7 @@ def test_corruption_changes_only_unpredicted_ordinary_tokens(variant):
         context_probe.corrupt(ids, mask, positions, weights, SPECIALS, 100, "reversed", rng)
 
 
+@pytest.mark.slow
 def test_probe_end_to_end_on_a_micro_run(tmp_path, default_prepared):
     c = tiny_pretrain_config(default_prepared, **{
         "model.num_layers": 1, "model.hidden_size": 32, "model.num_heads": 2,
@@ -77,6 +78,13 @@ def test_probe_end_to_end_on_a_micro_run(tmp_path, default_prepared):
     assert row["shuffled_mask_mlm_loss"] != row["mask_mlm_loss"]   # the shuffle reaches it
     assert row["context_nats"] == pytest.approx(
         row["shuffled_mask_mlm_loss"] - row["mask_mlm_loss"])
+    # "all" is every prediction (the eval's held-out MLM): more positions than [MASK] alone
+    assert np.isfinite(out["all"]["mlm_loss"]) and out["mask_rate"] == c.data.mask_rate
+    # another rate masks the same held-out rows more: at 0.5 there are many more [MASK] inputs
+    more = context_probe.probe(str(workdir), batches=2, batch_size=8, mask_rate=0.5)
+    assert more["mask_rate"] == 0.5 and more["mask_positions"] > 2 * out["mask_positions"]
+    with pytest.raises(ValueError, match="mask_rate=1.5"):
+        context_probe.probe(str(workdir), batches=1, batch_size=8, mask_rate=1.5)
     assert context_probe.run_escape_step(str(workdir), threshold=-100.0) == 3
     assert context_probe.run_escape_step(str(workdir), threshold=100.0) is None
     # the script prints the same probe as JSON and nothing else on stdout

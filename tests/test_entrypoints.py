@@ -71,6 +71,7 @@ def pretrained(user_dir):
     return first, second
 
 
+@pytest.mark.slow
 def test_pretrain_writes_checkpoints_and_resumes(user_dir, pretrained):
     first, second = pretrained
     workdir = user_dir / "runs" / "tiny"
@@ -133,6 +134,7 @@ def glue_dir(user_dir) -> str:
     return "glue"
 
 
+@pytest.mark.slow
 def test_finetune_random_and_pretrained_then_compare(user_dir, pretrained, glue_dir):
     """The README's worked path: fine-tune from runs/tiny (no --tokenizer) and from random
     initialisation, then compare_glue."""
@@ -153,6 +155,7 @@ def test_finetune_random_and_pretrained_then_compare(user_dir, pretrained, glue_
 
 
 @pytest.mark.interop
+@pytest.mark.slow
 def test_convert_import_then_finetune_without_tokenizer(user_dir, glue_dir):
     """README, "Checkpoint interop": import a Hugging Face BERT directory, then "imported
     checkpoints fine-tune with the same GLUE command" -- no --tokenizer."""
@@ -172,6 +175,7 @@ def test_convert_import_then_finetune_without_tokenizer(user_dir, glue_dir):
 
 
 @pytest.mark.interop
+@pytest.mark.slow
 def test_convert_export(user_dir, pretrained):
     pytest.importorskip("tokenizers", reason="the export writes tokenizer.json with tokenizers")
     run("convert_checkpoint.py", "--to=hf", "--src=runs/tiny", "--out=exports/tiny_hf",
@@ -181,6 +185,7 @@ def test_convert_export(user_dir, pretrained):
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_sweep_runs_and_skips_finished_points(user_dir, pretrained):
     args = ["--config", PRETRAIN, "--sweep", "nsp", "--workdir", "runs/sweep_nsp",
             "--config.train.steps=1", "--config.data.prepared_dir=runs/tiny/prepared", *TINY]

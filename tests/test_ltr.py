@@ -150,6 +150,7 @@ def _rows(workdir, split):
         return [r for r in map(json.loads, f) if r["split"] == split and "loss" in r]
 
 
+@pytest.mark.slow
 def test_tiny_ltr_run_learns_reports_perplexity_and_records_the_objective(tmp_path,
                                                                            prepared_dir):
     workdir = str(tmp_path / "ltr")
@@ -179,6 +180,7 @@ def test_tiny_ltr_run_learns_reports_perplexity_and_records_the_objective(tmp_pa
     assert not (tmp_path / "hf").exists()
 
 
+@pytest.mark.slow
 def test_ltr_run_stopped_by_its_budget_resumes_bitwise(tmp_path, prepared_dir):
     """An uninterrupted 6-step run against one stopped by train.budget_flops after step 3 and
     resumed in its workdir: the same losses at every step and the same final parameters."""

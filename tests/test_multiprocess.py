@@ -198,6 +198,7 @@ def test_distributed_without_a_cluster_environment_is_one_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "run").exists()
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_eight_devices(tmp_path, prepared_dir):
     steps = 4
     ref_dir, mp_dir = str(tmp_path / "one_process"), str(tmp_path / "two_processes")

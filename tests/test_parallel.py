@@ -88,6 +88,7 @@ def test_fsdp_matches_one_device(single):
     _close(out, single)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_batch(single):
     _close(_run("jit", grad_accum=2), single)
     _close(_run("pmap", grad_accum=2), single)

@@ -103,6 +103,7 @@ def _check_outputs(out, workdir, n_pretrained, modes, tasks=("STS-B",)):
             assert (workdir / f"{fig}.{ext}").stat().st_size > 1000, (fig, ext)
 
 
+@pytest.mark.slow
 def test_mask_mix_study_has_fine_tuning_and_feature_columns(env):
     out, workdir = _run(env, "mask_mix", points=["mask_token_prob=0.8,random_token_prob=0.1"])
     _check_outputs(out, workdir, 1, ["full", "feature"])
@@ -141,6 +142,7 @@ def test_nsp_study(env):
     assert out["rows"][1]["nsp"] is False and out["rows"][1]["nsp_accuracy"] is None
 
 
+@pytest.mark.slow
 def test_transfer_study_compares_modes_on_one_checkpoint(env):
     out, workdir = _run(env, "transfer")
     _check_outputs(out, workdir, 1, ["full", "feature", "partial"])
@@ -155,6 +157,7 @@ def test_size_study_reports_shapes_and_perplexity(env):
     assert out["rows"][0]["hidden_size"] == 128 and out["rows"][1]["hidden_size"] == 128
 
 
+@pytest.mark.slow
 def test_budget_study_stops_at_the_flops_budget_and_reports_it(env):
     # Three steps' worth of FLOPs of the tiny size at seq 32: stops after step 3 of 50.
     from bertjax.metrics import pretraining_flops_per_sequence
@@ -173,6 +176,7 @@ def test_budget_study_stops_at_the_flops_budget_and_reports_it(env):
     assert (workdir / "size=tiny" / "checkpoints" / "3").is_dir()
 
 
+@pytest.mark.slow
 def test_budget_minutes_stop_resumes_nothing_more(tmp_path, env):
     """A spent wall-clock budget: the run stops, saves, and a rerun does not train further."""
     cfg = _pretrain_config(env["prepared"], **{"train.steps": 10_000,

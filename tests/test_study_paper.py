@@ -86,6 +86,7 @@ def test_pretraining_tasks_study_with_the_papers_rows(env):
     assert saved["reference_rows"] == out["reference_rows"] and len(saved["rows"]) == 6
 
 
+@pytest.mark.slow
 def test_checkpoint_rows_start_from_each_kept_step(env, tmp_path):
     """Each kept checkpoint is fine-tuned from its own step folder, whose parameters are that
     step's (the fine-tuning itself is the slow test below)."""

@@ -36,6 +36,7 @@ def _rows(workdir, split="train"):
     return [r for r in rows if r["split"] == split and "loss" in r]
 
 
+@pytest.mark.slow
 def test_tiny_run_lowers_the_loss_and_checkpoints_everything(tmp_path, prepared_dir):
     workdir = str(tmp_path / "run")
     result = train.train_and_evaluate(_config(prepared_dir), workdir)
@@ -89,6 +90,7 @@ def _losses(workdir):
     return {r["step"]: r["loss"] for r in _rows(workdir)}
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, prepared_dir):
     # prepared_dir is prepared (session fixture): both runs only train.
     ref = str(tmp_path / "ref")
@@ -118,6 +120,7 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(tmp_path, prepare
         assert a[step] == b[step], (step, a[step], b[step])
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, prepared_dir):
     workdir = str(tmp_path / "term")
     args, env = _cli(workdir, prepared_dir, 10_000, extra=["--config.train.checkpoint_every=1000"])
@@ -135,6 +138,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, prepared_dir):
     assert b"preempted at step" in err
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, prepared_dir):
     workdir = str(tmp_path / "nan")
     cfg = _config(prepared_dir, **{"optim.learning_rate": 1e30, "optim.schedule": "constant",
@@ -172,6 +176,7 @@ def test_unknown_config_key_is_rejected():
         c.train.batchsize = 3
 
 
+@pytest.mark.slow
 def test_reusing_a_workdir_with_an_incompatible_config_is_an_error(tmp_path, prepared_dir):
     workdir = str(tmp_path / "run")
     train.train_and_evaluate(_config(prepared_dir, **{"train.steps": 2}), workdir)
@@ -182,6 +187,7 @@ def test_reusing_a_workdir_with_an_incompatible_config_is_an_error(tmp_path, pre
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
 
 
+@pytest.mark.slow
 def test_stop_at_escape_ends_the_run_after_the_first_eval_off_the_plateau(
         tmp_path, prepared_dir, monkeypatch):
     from bertjax import context_probe

@@ -329,6 +329,7 @@ def test_export_with_sentencepiece_tokenizer(hf_tools, tmp_path):
     assert not (tmp_path / "out").exists() and not _leftovers(tmp_path, "out")
 
 
+@pytest.mark.slow
 def test_convert_checkpoint_script(hf_dir, tmp_path):
     src = hf_dir[0]
     repo = pathlib.Path(checkpoint.__file__).resolve().parents[1]

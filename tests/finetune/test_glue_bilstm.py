@@ -68,6 +68,7 @@ def test_shapes_and_parameters(num_labels):
 
 
 @pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.slow
 def test_padding_does_not_change_the_logits(causal):
     model = transfer.build_model("full", _cfg(causal), 2, head="bilstm", lstm_hidden=8)
     ids, segs, mask = _batch()
@@ -119,6 +120,7 @@ def _synthetic(num_labels, n=32, seed=0):
 
 
 @pytest.mark.parametrize("task", ["SST-2", "STS-B"])
+@pytest.mark.slow
 def test_the_head_learns_a_tiny_task(task):
     spec = glue_kind.KIND.get_spec(task)
     ids, segs, mask, labels = _synthetic(spec.num_labels)

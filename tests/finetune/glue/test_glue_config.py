@@ -44,6 +44,7 @@ def test_unknown_task_or_preset_is_a_clear_error():
         grid.validate_config(c)
 
 
+@pytest.mark.slow
 def test_entry_point_runs_end_to_end(tmp_path, glue_tokenizer_path):
     write_task(tmp_path / "glue", "WNLI")
     micro = ["--config.model.num_layers=1", "--config.model.hidden_size=32",

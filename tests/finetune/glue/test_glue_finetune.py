@@ -22,6 +22,7 @@ def _read_tsv(path):
         return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
+@pytest.mark.slow
 def test_learns_a_trivial_pair_task_and_writes_its_outputs(tmp_path, micro, glue_tokenizer_path):
     root = write_keyword_task(tmp_path / "glue")
     config = micro("RTE", max_train_examples=0, epochs=3, learning_rates=(1e-3,),
@@ -52,6 +53,7 @@ def test_learns_a_trivial_pair_task_and_writes_its_outputs(tmp_path, micro, glue
     assert len(runs) == 1 and float(runs[0]["dev_accuracy"]) > 0.95
 
 
+@pytest.mark.slow
 def test_all_runs_the_tasks_found_skips_the_rest_and_reuses_finished_work(
         tmp_path, micro, glue_tokenizer_path):
     root = tmp_path / "glue"
@@ -123,6 +125,7 @@ def _pretrained_checkpoint(path, tok, cfg):
     return params
 
 
+@pytest.mark.slow
 def test_init_from_checkpoint_uses_its_encoder_and_checks_the_tokenizer(
         tmp_path, micro, glue_dir, glue_tokenizer, glue_tokenizer_path):
     config = micro("SST-2")
@@ -167,6 +170,7 @@ def test_selection_takes_the_best_median_grid_point():
     assert (best["learning_rate"], best["seed"]) == (2e-5, 1)
 
 
+@pytest.mark.slow
 def test_learning_rate_schedule_is_linear_warmup_then_linear_decay(micro, glue_dir,
                                                                    glue_tokenizer):
     """The schedule the fine-tuning step applies, read from its logged learning rates."""
@@ -190,6 +194,7 @@ def test_learning_rate_schedule_is_linear_warmup_then_linear_decay(micro, glue_d
     np.testing.assert_allclose(lrs, expect, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_after_patience_evaluations_without_gain(
         tmp_path, micro, glue_tokenizer_path):
     root = tmp_path / "glue"
@@ -255,6 +260,7 @@ def test_compare_table_puts_workdirs_side_by_side(tmp_path):
         report.compare_table([str(tmp_path / "nothing")])
 
 
+@pytest.mark.slow
 def test_feature_mode_learns_the_pair_task_from_frozen_random_features(
         tmp_path, micro, glue_tokenizer_path):
     # Learned position embeddings (BERT's original) for the frozen random encoder: with the
@@ -269,6 +275,7 @@ def test_feature_mode_learns_the_pair_task_from_frozen_random_features(
     assert summary["tasks"]["RTE"]["metrics"]["accuracy"] > 0.95
 
 
+@pytest.mark.slow
 def test_each_run_shows_a_progress_bar_and_writes_its_logs_line_by_line(
         tmp_path, micro, glue_tokenizer_path, monkeypatch, capfd):
     root = tmp_path / "glue"

@@ -33,6 +33,7 @@ def _tuner(setup, mode, devices):
     return trainer.FineTuner(config, init, inputs, 16, mesh=parallel.make_mesh(devices))
 
 
+@pytest.mark.slow
 def test_a_whole_run_on_eight_devices_matches_one(setup, tmp_path):
     runs = {}
     for name, mode, devices in [("one", "jit", jax.devices()[:1]), ("jit", "jit", None),

@@ -69,6 +69,7 @@ def pretrained_workdir(tiny_checkpoint):
     return tiny_checkpoint
 
 
+@pytest.mark.slow
 def test_pretrained_checkpoint_fine_tunes_over_two_seeds_and_two_learning_rates(
         tmp_path, micro, pretrained_workdir):
     """Issue 11: the second run crashed with 'Buffer has been deleted or donated' (the first

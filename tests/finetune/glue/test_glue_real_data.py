@@ -37,6 +37,7 @@ def test_real_glue_files_read_with_the_official_row_counts(shared_data):
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow
 def test_fine_tunes_on_real_wnli_and_writes_a_full_submission(shared_data, tmp_path):
     config = micro_config("WNLI", max_steps=30, learning_rates=(1e-3,), eval_every=10,
                           max_seq_length=128, buckets=(64,), predict_test=True)

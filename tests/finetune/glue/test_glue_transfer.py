@@ -101,6 +101,7 @@ def _steps(micro, glue_dir, glue_tokenizer, mode, n=3, **overrides):
             traverse_util.flatten_dict(after, sep="/"), tuner, state, b)
 
 
+@pytest.mark.slow
 def test_feature_mode_leaves_the_encoder_bit_identical_and_skips_its_backward(
         micro, glue_dir, glue_tokenizer):
     before, after, tuner, state, b = _steps(micro, glue_dir, glue_tokenizer, "feature")

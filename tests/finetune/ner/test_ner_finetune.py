@@ -156,6 +156,7 @@ def _check_files_match(res, task_dir, data_dir, test=True):
             assert reported[f"{t}_f1"] == pytest.approx(per[t]["f1-score"] if t in per else 0)
 
 
+@pytest.mark.slow
 def test_grid_run_writes_conlleval_files_and_dev_and_test_scores(tmp_path):
     data = conll_dir(tmp_path / "data")
     # Enough steps (6 epochs of 66 rows) that the model predicts entities.

@@ -32,6 +32,7 @@ def _micro(task, **overrides):
     return c
 
 
+@pytest.mark.slow
 def test_custom_csv_gives_exactly_glue_dev_metric(tmp_path):
     glue = tmp_path / "glue" / "SST-2"
     glue.mkdir(parents=True)
@@ -62,6 +63,7 @@ def _pairs(path, n, seed, regression=False):
 
 
 @pytest.mark.parametrize("regression", [False, True])
+@pytest.mark.slow
 def test_custom_jsonl_pair_with_labelled_test(tmp_path, regression):
     names = {s: _pairs(tmp_path / f"{s}.jsonl", n, i, regression)
              for i, (s, n) in enumerate([("train", 24), ("dev", 9), ("test", 9)])}

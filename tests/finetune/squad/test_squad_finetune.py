@@ -107,6 +107,7 @@ def _micro(task, **overrides):
 
 
 @pytest.mark.parametrize("v2", [False, True])
+@pytest.mark.slow
 def test_grid_run_writes_official_predictions_and_scores(tmp_path, v2):
     task = _squad_dir(tmp_path / "data", v2)
     summary = grid.run(_micro(task), str(tmp_path / "data"), "", str(tmp_path / "w"))
